@@ -1,0 +1,337 @@
+"""Equations of the Kernik-Clancy 2019 iPSC-CM model (J Physiol 597:4533), one definition for
+every integrator.
+
+Layout: a flat float64 workspace ``ws`` holds one column per cell ("lane") and one row per
+quantity; row ``r`` of lane ``c`` is ``ws[r * S + c]`` where ``S`` is the number of lanes. The
+batched CPU kernels put ~32 cells in SIMD lanes this way; a one-cell caller uses ``S = 1``.
+
+Three steps per time step (units: ms, mV, mM, pA/pF):
+
+1. ``cell_constants`` (numpy, once per cell): conductances and gating constants from the 87
+   inputs and the temperature factor, into the CP_* rows.
+2. ``voltage_terms`` (per lane, whenever V changes): gate steady states and Rush-Larsen decay
+   factors exp(-dt/tau), the IK1 rectification and the V-only factors of the GHK, NaCa and NaK
+   terms. In voltage clamp V is shared and piecewise constant, so this runs once per segment
+   (once per step on a ramp).
+3. ``advance`` (per lane, every step): reversal potentials, the 13 membrane currents (their sum
+   I_ion goes to row ITOT), then Rush-Larsen for the gates and forward Euler for concentrations,
+   RyR states and (in current clamp) V.
+
+Model facts kept from the authors' code: Ca_ligand never changes; the j gate reuses h5, h6; every
+gate derives X3 = X5*X1 and X4 = 1/(1/X2 + 1/X6), which gives x_inf = 1/(1 + X5 exp(V/X6)) and
+tau = 1/(X1 exp(V/X2) (1 + X5 exp(V/X6))) + tau_const; fCa may only fall while fCa_inf > fCa and
+V > -60 mV; with flag.stim = 1 Nai and Ki are frozen. The GHK terms of ICaL are 0/0 at V = 0 and
+use their series there.
+"""
+
+import numba
+import numpy as np
+
+from ..simulate.vecmath import vexp, vlog
+from .parameters import N_INPUTS, PARAMETER_INDEX
+
+# ---------------------------------------------------------------- constants (authors' values)
+R_GAS = 8.314472  # J/(mol K)
+FARADAY = 96.4853415  # C/mmol
+T_MODEL = 310.0  # K
+RTF = R_GAS * T_MODEL / FARADAY  # mV
+FRT = 1.0 / RTF  # 1/mV
+KO, CAO, NAO = 5.4, 1.8, 140.0  # mM
+CM = 60.0  # pF
+V_TOT, VC_TT, VSR_TT = 3960.0, 16404.0, 1094.0  # um^3
+VC = V_TOT * VC_TT / (VC_TT + VSR_TT)
+V_SR = V_TOT * VSR_TT / (VC_TT + VSR_TT)
+LOG_KO, LOG_CAO, LOG_NAO = np.log(KO), np.log(CAO), np.log(NAO)
+
+# ICaL permeability split (Shannon-Bers fractions) and activity coefficients
+_P_CA, _P_NA, _P_K = 5.4e-4, 1.5e-8, 2.7e-7
+CAL_FRAC_CA = _P_CA / (_P_CA + _P_NA + _P_K)
+CAL_FRAC_NA = _P_NA / (_P_CA + _P_NA + _P_K)
+CAL_FRAC_K = _P_K / (_P_CA + _P_NA + _P_K)
+# If Na/K split (Verkerk et al. 2013)
+IF_NA_FRAC = 0.491 / 1.491
+# NaCa (ten Tusscher)
+NCX_KMCA, NCX_KMNAI, NCX_KSAT, NCX_GAMMA, NCX_ALPHA = 1.38, 87.5, 0.1, 0.7, 2.75
+NCX_DEN = (NCX_KMNAI ** 3 + NAO ** 3) * (NCX_KMCA + CAO)
+# NaK
+NAK_KMK, NAK_KMNA = 1.0, 40.0
+# SR fluxes
+KUP2 = (0.00025 * 0.702) ** 2
+KO_CA, KI_CA, K_OM, K_IM = 56320.0 * 11.43025, 54.0 * 0.3425, 1.5 * 0.1429, 0.001 * 0.5571
+EC50_SR, MAX_SR, MIN_SR = 0.45, 15.0, 1.0
+BUF_SR, KBUF_SR, BUF_C, KBUF_C = 12.0, 0.3, 0.06, 0.0006
+K_PCA = 0.0005
+VSR_VC = V_SR / VC
+NAI_RATE = CM / (FARADAY * VC)  # mM per ms per (pA/pF)
+CAI_RATE = CM / (2.0 * VC * FARADAY)
+TAU_FCA = 2.0  # ms at 310 K
+
+# ---------------------------------------------------------------- workspace rows
+# states 0..22 in kernik_initial_state.csv order
+V_, CASR, CAI, NAI, KI, CALIG, D, F1, FCA, XR1, XR2, XS, H, J, M, XF, S_, R_, DCAT, FCAT, RYR_R, \
+    RYR_O, RYR_I = range(23)
+N_STATE_ROWS = 23
+# 13 Rush-Larsen gates: states 6, 7, 9..19 (fCa, state 8, has its own rule)
+N_GATES = 13
+N_HH_GATES = 11  # gates 0..10 share the parameterized form; 11, 12 are the ICaT gates
+INF0 = N_STATE_ROWS
+DEC0 = INF0 + N_GATES
+# voltage-only factors
+A2, E2, A1, E1, NCXA, NCXB, NAKV, XK1, DEC_FCA = range(DEC0 + N_GATES, DEC0 + N_GATES + 9)
+# outputs of the last step: I_ion (pA/pF) and the 13 membrane currents
+ITOT = DEC_FCA + 1
+CUR0 = ITOT + 1
+CURRENT_NAMES = ("I_K1", "I_to", "I_Kr", "I_Ks", "I_CaL", "I_CaT", "I_NaK", "I_Na", "I_NaCa",
+                 "I_pCa", "I_f", "I_bNa", "I_bCa")
+N_CURRENTS = len(CURRENT_NAMES)
+# per-cell constants
+CP0 = CUR0 + N_CURRENTS
+(CP_GK1, CP_GKR, CP_GKS, CP_GTO, CP_PCA, CP_PNA, CP_PK, CP_GCAT, CP_GNA, CP_GFNA, CP_GFK, CP_KNACA,
+ CP_PNAK, CP_VUP, CP_VLEAK, CP_KS, CP_GBNA, CP_GBCA, CP_GPCA, CP_LIVE_NAK, CP_TFAC, CP_K1A,
+ CP_K1B) = range(CP0, CP0 + 23)
+CP_GATE0 = CP0 + 23  # 5 rows per HH gate: x1/tfac, 1/x2, x5, 1/x6, tau_const*tfac
+N_ROWS = CP_GATE0 + 5 * N_HH_GATES
+N_CP = N_ROWS - CP0
+
+_HH_GATE_PARAMS = (
+    ("ICaL.d1", "ICaL.d2", "ICaL.d5", "ICaL.d6", "ICaL.tau_d_const"),
+    ("ICaL.f1", "ICaL.f2", "ICaL.f5", "ICaL.f6", "ICaL.tau_f_const"),
+    ("IKr.Xr1_1", "IKr.Xr1_2", "IKr.Xr1_5", "IKr.Xr1_6", "IKr.tau_Xr1_const"),
+    ("IKr.Xr2_1", "IKr.Xr2_2", "IKr.Xr2_5", "IKr.Xr2_6", "IKr.tau_Xr2_const"),
+    ("IKs.ks1", "IKs.ks2", "IKs.ks5", "IKs.ks6", "IKs.tau_Xs_const"),
+    ("INa.h1", "INa.h2", "INa.h5", "INa.h6", "INa.tau_h_const"),
+    ("INa.j1", "INa.j2", "INa.h5", "INa.h6", "INa.tau_j_const"),  # j reuses h5, h6
+    ("INa.m1", "INa.m2", "INa.m5", "INa.m6", "INa.tau_m_const"),
+    ("If.xF1", "If.xF2", "If.xF5", "If.xF6", "If.tau_xF_const"),
+    ("Ito.s1", "Ito.s2", "Ito.s5", "Ito.s6", "Ito.tau_s_const"),
+    ("Ito.r1", "Ito.r2", "Ito.r5", "Ito.r6", "Ito.tau_r_const"),
+)
+
+
+def _col(inputs, name):
+    return inputs[:, PARAMETER_INDEX[name]]
+
+
+def cell_constants(inputs: np.ndarray, tau_factor: float) -> np.ndarray:
+    """Per-cell constants (n_cells, N_CP) from model inputs (n_cells, 87) and the temperature
+    factor on gating time constants (see model.temperature)."""
+    p = np.asarray(inputs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != N_INPUTS:
+        raise ValueError(f"inputs: expected shape (n_cells, {N_INPUTS}), found {p.shape}")
+    n = p.shape[0]
+    out = np.empty((n, N_CP))
+
+    def put(row, value):
+        out[:, row - CP0] = value
+
+    def g(name, scale):
+        return _col(p, name) * _col(p, scale)
+
+    put(CP_GK1, g("IK1.g_K1", "scale_g_K1") * np.sqrt(KO / 5.4))
+    put(CP_GKR, g("IKr.g_Kr", "scale_g_Kr") * np.sqrt(KO / 5.4))
+    put(CP_GKS, g("IKs.g_Ks", "scale_g_Ks"))
+    put(CP_GTO, g("Ito.g_to", "scale_g_to"))
+    p_cal = g("ICaL.p_CaL", "scale_p_CaL")
+    put(CP_PCA, p_cal * CAL_FRAC_CA * 0.341)
+    put(CP_PNA, p_cal * CAL_FRAC_NA * 0.75)
+    put(CP_PK, p_cal * CAL_FRAC_K * 0.75)
+    put(CP_GCAT, g("ICaT.g_CaT", "scale_g_CaT"))
+    put(CP_GNA, g("INa.g_Na", "scale_g_Na"))
+    g_f = g("If.g_f", "scale_g_f")
+    put(CP_GFNA, g_f * IF_NA_FRAC)
+    put(CP_GFK, g_f * (1.0 - IF_NA_FRAC))
+    put(CP_KNACA, 1100.0 * _col(p, "scale_k_NaCa"))
+    put(CP_PNAK, 1.362 * 1.818 * _col(p, "scale_P_NaK"))
+    put(CP_VUP, 0.000425 * 0.26 * _col(p, "scale_Vmax_up"))
+    put(CP_VLEAK, 0.00008 * 0.02 * _col(p, "scale_V_leak"))
+    put(CP_KS, 12.5 * _col(p, "scale_ks_RyR"))
+    put(CP_GBNA, 0.00029 * 1.5 * _col(p, "scale_g_b_Na"))
+    put(CP_GBCA, 0.000592 * 0.62 * _col(p, "scale_g_b_Ca"))
+    put(CP_GPCA, 0.025 * 10.5 * _col(p, "scale_g_PCa"))
+    put(CP_LIVE_NAK, np.where(_col(p, "flag.stim") == 1.0, 0.0, 1.0))
+    put(CP_TFAC, tau_factor)
+    # IK1: x_inf = a / (a + b), a = xK11 e^((V+xK13)/xK12), b = e^((V+xK15)/xK14)
+    #      = 1 / (1 + exp(K1A V + K1B))
+    k11, k12, k13, k14, k15 = (_col(p, f"IK1.xK1{i}") for i in range(1, 6))
+    put(CP_K1A, 1.0 / k14 - 1.0 / k12)
+    put(CP_K1B, k15 / k14 - k13 / k12 - np.log(k11))
+    for gi, names in enumerate(_HH_GATE_PARAMS):
+        x1, x2, x5, x6, tc = (_col(p, nm) for nm in names)
+        base = CP_GATE0 + 5 * gi
+        put(base + 0, x1 / tau_factor)
+        put(base + 1, 1.0 / x2)
+        put(base + 2, x5)
+        put(base + 3, 1.0 / x6)
+        put(base + 4, tc * tau_factor)
+    return out
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _ghk_factor(u, scale):
+    """scale * u / (e^u - 1) with its series near u = 0 (the ICaL 0/0 at V = 0 mV)."""
+    eu = vexp(u)
+    small = abs(u) < 1e-4
+    den = eu - 1.0 if not small else 1.0
+    direct = u / den
+    series = 1.0 - 0.5 * u + u * u / 12.0
+    return scale * (series if small else direct), eu
+
+
+@numba.njit(inline="always", error_model="numpy")
+def voltage_terms(ws, c, S, v, dt):
+    """Gate steady states, Rush-Larsen decays exp(-dt/tau) and V-only current factors of lane c
+    at membrane potential v (mV) for a step of dt (ms)."""
+    tfac = ws[CP_TFAC * S + c]
+    for gi in range(N_HH_GATES):
+        base = (CP_GATE0 + 5 * gi) * S + c
+        x1 = ws[base]
+        inv_x2 = ws[base + S]
+        x5 = ws[base + 2 * S]
+        inv_x6 = ws[base + 3 * S]
+        tc = ws[base + 4 * S]
+        b = x5 * vexp(v * inv_x6)
+        inf = 1.0 / (1.0 + b)
+        tau = inf / (x1 * vexp(v * inv_x2)) + tc
+        ws[(INF0 + gi) * S + c] = inf
+        ws[(DEC0 + gi) * S + c] = vexp(-dt / tau)
+    # ICaT gates (fixed kinetics, Demir / Maltsev-Lakatta)
+    w = v + 26.3
+    inf = 1.0 / (1.0 + vexp(-w / 6.0))
+    tau = tfac / (1.068 * vexp(w / 30.0) + 1.068 * vexp(-w / 30.0))
+    ws[(INF0 + 11) * S + c] = inf
+    ws[(DEC0 + 11) * S + c] = vexp(-dt / tau)
+    w = v + 61.7
+    inf = 1.0 / (1.0 + vexp(w / 5.6))
+    tau = tfac / (0.0153 * vexp(-w / 83.3) + 0.015 * vexp(w / 15.38))
+    ws[(INF0 + 12) * S + c] = inf
+    ws[(DEC0 + 12) * S + c] = vexp(-dt / tau)
+    # GHK factors of ICaL: A2 = 4 V F^2/(RT) / (e^(2VF/RT) - 1), A1 = V F^2/(RT) / (e^(VF/RT) - 1)
+    u1 = v * FRT
+    a2, e2 = _ghk_factor(2.0 * u1, 2.0 * FARADAY)
+    a1, e1 = _ghk_factor(u1, FARADAY)
+    ws[A2 * S + c] = a2
+    ws[E2 * S + c] = e2
+    ws[A1 * S + c] = a1
+    ws[E1 * S + c] = e1
+    eg = vexp(NCX_GAMMA * u1)
+    eg1 = vexp((NCX_GAMMA - 1.0) * u1)
+    ncx = 1.0 / (NCX_DEN * (1.0 + NCX_KSAT * eg1))
+    ws[NCXA * S + c] = eg * CAO * ncx
+    ws[NCXB * S + c] = eg1 * NAO * NAO * NAO * NCX_ALPHA * ncx
+    ws[NAKV * S + c] = KO / ((KO + NAK_KMK) * (1.0 + 0.1245 * vexp(-0.1 * u1) + 0.0353 / e1))
+    ws[XK1 * S + c] = 1.0 / (1.0 + vexp(ws[CP_K1A * S + c] * v + ws[CP_K1B * S + c]))
+    ws[DEC_FCA * S + c] = vexp(-dt / (TAU_FCA * tfac))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
+    """Currents of lane c at its present state and membrane potential v (mV); then one step of
+    dt (ms): Rush-Larsen gates, forward Euler elsewhere (voltage_terms must hold the same dt).
+    In current clamp (clamped = False) V moves by dt * (i_stim - I_ion). Returns dV/dt (mV/ms)."""
+    casr = ws[CASR * S + c]
+    cai = ws[CAI * S + c]
+    nai = ws[NAI * S + c]
+    ki = ws[KI * S + c]
+    log_cai = vlog(cai)
+    e_ca = 0.5 * RTF * (LOG_CAO - log_cai)
+    e_na = RTF * (LOG_NAO - vlog(nai))
+    e_k = RTF * (LOG_KO - vlog(ki))
+    dfk = v - e_k
+    dfna = v - e_na
+
+    i_k1 = ws[CP_GK1 * S + c] * ws[XK1 * S + c] * dfk
+    i_kr = ws[CP_GKR * S + c] * dfk * ws[XR1 * S + c] * ws[XR2 * S + c]
+    xs = ws[XS * S + c]
+    i_ks = ws[CP_GKS * S + c] * dfk * xs * xs
+    i_to = ws[CP_GTO * S + c] * dfk * ws[S_ * S + c] * ws[R_ * S + c]
+    fca = ws[FCA * S + c]
+    dff = ws[D * S + c] * ws[F1 * S + c] * fca
+    a1 = ws[A1 * S + c]
+    e1 = ws[E1 * S + c]
+    i_cal_ca = ws[CP_PCA * S + c] * ws[A2 * S + c] * (cai * ws[E2 * S + c] - CAO) * dff
+    i_cal_na = ws[CP_PNA * S + c] * a1 * (nai * e1 - NAO) * dff
+    i_cal_k = ws[CP_PK * S + c] * a1 * (ki * e1 - KO) * dff
+    i_cal = i_cal_ca + i_cal_na + i_cal_k
+    i_cat = ws[CP_GCAT * S + c] * (v - e_ca) * ws[DCAT * S + c] * ws[FCAT * S + c]
+    m = ws[M * S + c]
+    i_na = ws[CP_GNA * S + c] * m * m * m * ws[H * S + c] * ws[J * S + c] * dfna
+    xf = ws[XF * S + c]
+    i_f_na = ws[CP_GFNA * S + c] * xf * dfna
+    i_f_k = ws[CP_GFK * S + c] * xf * dfk
+    i_f = i_f_na + i_f_k
+    i_naca = ws[CP_KNACA * S + c] * (ws[NCXA * S + c] * nai * nai * nai - ws[NCXB * S + c] * cai)
+    i_nak = ws[CP_PNAK * S + c] * ws[NAKV * S + c] * nai / (nai + NAK_KMNA)
+    i_bna = ws[CP_GBNA * S + c] * dfna
+    i_bca = ws[CP_GBCA * S + c] * (v - e_ca)
+    i_pca = ws[CP_GPCA * S + c] * cai / (cai + K_PCA)
+    i_ion = (i_k1 + i_to + i_kr + i_ks + i_cal + i_cat + i_nak + i_na + i_naca + i_pca + i_f
+             + i_bna + i_bca)
+    ws[ITOT * S + c] = i_ion
+    if store_currents:
+        ws[(CUR0 + 0) * S + c] = i_k1
+        ws[(CUR0 + 1) * S + c] = i_to
+        ws[(CUR0 + 2) * S + c] = i_kr
+        ws[(CUR0 + 3) * S + c] = i_ks
+        ws[(CUR0 + 4) * S + c] = i_cal
+        ws[(CUR0 + 5) * S + c] = i_cat
+        ws[(CUR0 + 6) * S + c] = i_nak
+        ws[(CUR0 + 7) * S + c] = i_na
+        ws[(CUR0 + 8) * S + c] = i_naca
+        ws[(CUR0 + 9) * S + c] = i_pca
+        ws[(CUR0 + 10) * S + c] = i_f
+        ws[(CUR0 + 11) * S + c] = i_bna
+        ws[(CUR0 + 12) * S + c] = i_bca
+
+    # SR fluxes and RyR (Markov: R, O, I, RI = 1 - R - O - I)
+    cai2 = cai * cai
+    i_up = ws[CP_VUP * S + c] * cai2 / (cai2 + KUP2)
+    i_leak = (casr - cai) * ws[CP_VLEAK * S + c]
+    q = EC50_SR / casr
+    k_casr = MAX_SR - (MAX_SR - MIN_SR) / (1.0 + q * q * np.sqrt(q))
+    ko_sr = KO_CA / k_casr
+    ki_sr = KI_CA * k_casr
+    rr = ws[RYR_R * S + c]
+    ro = ws[RYR_O * S + c]
+    ri = ws[RYR_I * S + c]
+    rir = 1.0 - rr - ro - ri
+    open_r = ko_sr * cai2 * rr - K_OM * ro
+    inact_o = ki_sr * cai * ro - K_IM * ri
+    d_r = (K_IM * rir - ki_sr * cai * rr) - open_r
+    d_o = open_r - inact_o
+    d_i = inact_o - (K_OM * ri - ko_sr * cai2 * rir)
+    i_rel = ws[CP_KS * S + c] * ro * (casr - cai) * VSR_VC
+    buf_sr = 1.0 / (1.0 + BUF_SR * KBUF_SR / ((casr + KBUF_SR) * (casr + KBUF_SR)))
+    buf_c = 1.0 / (1.0 + BUF_C * KBUF_C / ((cai + KBUF_C) * (cai + KBUF_C)))
+    d_casr = buf_sr / VSR_VC * (i_up - (i_rel + i_leak))
+    d_cai = buf_c * (i_leak - i_up + i_rel
+                     - (i_cal_ca + i_cat + i_bca + i_pca - 2.0 * i_naca) * CAI_RATE)
+    live = ws[CP_LIVE_NAK * S + c]
+    d_nai = -live * NAI_RATE * (i_na + i_bna + i_f_na + 3.0 * i_nak + 3.0 * i_naca + i_cal_na)
+    d_ki = -live * NAI_RATE * (i_k1 + i_to + i_kr + i_ks + i_f_k - 2.0 * i_nak + i_cal_k)
+
+    # fCa (ten Tusscher 2004): may only fall while fCa_inf > fCa and V > -60 mV
+    y = 1.2 * cai / 0.000325
+    y2 = y * y
+    y4 = y2 * y2
+    alpha_fca = 1.0 / (1.0 + y4 * y4)
+    beta_fca = 0.1 / (1.0 + vexp((1.2 * cai - 0.0005) / 0.0001))
+    gamma_fca = 0.2 / (1.0 + vexp((1.2 * cai - 0.00075) / 0.0008))
+    fca_inf = (alpha_fca + beta_fca + gamma_fca + 0.23) / 1.46
+    frozen = (fca_inf > fca) and (v > -60.0)
+    ws[FCA * S + c] = fca if frozen else fca_inf + (fca - fca_inf) * ws[DEC_FCA * S + c]
+
+    for gi in range(N_GATES):
+        row = (gi + 6 + (1 if gi >= 2 else 0)) * S + c
+        inf = ws[(INF0 + gi) * S + c]
+        ws[row] = inf + (ws[row] - inf) * ws[(DEC0 + gi) * S + c]
+    ws[CASR * S + c] = casr + dt * d_casr
+    ws[CAI * S + c] = cai + dt * d_cai
+    ws[NAI * S + c] = nai + dt * d_nai
+    ws[KI * S + c] = ki + dt * d_ki
+    ws[RYR_R * S + c] = rr + dt * d_r
+    ws[RYR_O * S + c] = ro + dt * d_o
+    ws[RYR_I * S + c] = ri + dt * d_i
+    dvdt = i_stim - i_ion
+    if not clamped:
+        ws[V_ * S + c] = v + dt * dvdt
+    return dvdt
