@@ -27,7 +27,7 @@ use their series there.
 import numba
 import numpy as np
 
-from ..simulate.vecmath import vexp, vlog
+from ..simulate.vecmath import vexp, vlog3, vsqrt
 from .parameters import N_INPUTS, PARAMETER_INDEX
 
 # ---------------------------------------------------------------- constants (authors' values)
@@ -59,9 +59,11 @@ NAK_KMK, NAK_KMNA = 1.0, 40.0
 KUP2 = (0.00025 * 0.702) ** 2
 KO_CA, KI_CA, K_OM, K_IM = 56320.0 * 11.43025, 54.0 * 0.3425, 1.5 * 0.1429, 0.001 * 0.5571
 EC50_SR, MAX_SR, MIN_SR = 0.45, 15.0, 1.0
+EC50_SR_25 = EC50_SR ** 2.5
 BUF_SR, KBUF_SR, BUF_C, KBUF_C = 12.0, 0.3, 0.06, 0.0006
 K_PCA = 0.0005
 VSR_VC = V_SR / VC
+VC_VSR = VC / V_SR
 NAI_RATE = CM / (FARADAY * VC)  # mM per ms per (pA/pF)
 CAI_RATE = CM / (2.0 * VC * FARADAY)
 TAU_FCA = 2.0  # ms at 310 K
@@ -178,22 +180,40 @@ def _ghk_factor(u, scale):
 
 
 @numba.njit(inline="always", error_model="numpy")
+def _hh_gate(ws, c, S, v, dt, gi):
+    """Steady state and Rush-Larsen decay of parameterized gate gi (see module docstring)."""
+    base = (CP_GATE0 + 5 * gi) * S + c
+    b = ws[base + 2 * S] * vexp(v * ws[base + 3 * S])
+    inf = 1.0 / (1.0 + b)
+    tau = inf / (ws[base] * vexp(v * ws[base + S])) + ws[base + 4 * S]
+    ws[(INF0 + gi) * S + c] = inf
+    ws[(DEC0 + gi) * S + c] = vexp(-dt / tau)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _rush_larsen(ws, c, S, gi, state):
+    """x <- x_inf + (x - x_inf) exp(-dt/tau) for gate gi stored in state row ``state``."""
+    inf = ws[(INF0 + gi) * S + c]
+    ws[state * S + c] = inf + (ws[state * S + c] - inf) * ws[(DEC0 + gi) * S + c]
+
+
+@numba.njit(inline="always", error_model="numpy")
 def voltage_terms(ws, c, S, v, dt):
     """Gate steady states, Rush-Larsen decays exp(-dt/tau) and V-only current factors of lane c
     at membrane potential v (mV) for a step of dt (ms)."""
     tfac = ws[CP_TFAC * S + c]
-    for gi in range(N_HH_GATES):
-        base = (CP_GATE0 + 5 * gi) * S + c
-        x1 = ws[base]
-        inv_x2 = ws[base + S]
-        x5 = ws[base + 2 * S]
-        inv_x6 = ws[base + 3 * S]
-        tc = ws[base + 4 * S]
-        b = x5 * vexp(v * inv_x6)
-        inf = 1.0 / (1.0 + b)
-        tau = inf / (x1 * vexp(v * inv_x2)) + tc
-        ws[(INF0 + gi) * S + c] = inf
-        ws[(DEC0 + gi) * S + c] = vexp(-dt / tau)
+    # explicit calls, not a loop: the lane loop around this must stay the innermost loop
+    _hh_gate(ws, c, S, v, dt, 0)
+    _hh_gate(ws, c, S, v, dt, 1)
+    _hh_gate(ws, c, S, v, dt, 2)
+    _hh_gate(ws, c, S, v, dt, 3)
+    _hh_gate(ws, c, S, v, dt, 4)
+    _hh_gate(ws, c, S, v, dt, 5)
+    _hh_gate(ws, c, S, v, dt, 6)
+    _hh_gate(ws, c, S, v, dt, 7)
+    _hh_gate(ws, c, S, v, dt, 8)
+    _hh_gate(ws, c, S, v, dt, 9)
+    _hh_gate(ws, c, S, v, dt, 10)
     # ICaT gates (fixed kinetics, Demir / Maltsev-Lakatta)
     w = v + 26.3
     inf = 1.0 / (1.0 + vexp(-w / 6.0))
@@ -232,10 +252,10 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
     cai = ws[CAI * S + c]
     nai = ws[NAI * S + c]
     ki = ws[KI * S + c]
-    log_cai = vlog(cai)
+    log_cai, log_nai, log_ki = vlog3(cai, nai, ki)
     e_ca = 0.5 * RTF * (LOG_CAO - log_cai)
-    e_na = RTF * (LOG_NAO - vlog(nai))
-    e_k = RTF * (LOG_KO - vlog(ki))
+    e_na = RTF * (LOG_NAO - log_nai)
+    e_k = RTF * (LOG_KO - log_ki)
     dfk = v - e_k
     dfna = v - e_na
 
@@ -263,7 +283,13 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
     i_nak = ws[CP_PNAK * S + c] * ws[NAKV * S + c] * nai / (nai + NAK_KMNA)
     i_bna = ws[CP_GBNA * S + c] * dfna
     i_bca = ws[CP_GBCA * S + c] * (v - e_ca)
-    i_pca = ws[CP_GPCA * S + c] * cai / (cai + K_PCA)
+    # Cai-dependent saturations of the Ca pump and SERCA share one division
+    cai2 = cai * cai
+    d_pca = cai + K_PCA
+    d_up = cai2 + KUP2
+    r_sat = 1.0 / (d_pca * d_up)
+    i_pca = ws[CP_GPCA * S + c] * cai * d_up * r_sat
+    i_up = ws[CP_VUP * S + c] * cai2 * d_pca * r_sat
     i_ion = (i_k1 + i_to + i_kr + i_ks + i_cal + i_cat + i_nak + i_na + i_naca + i_pca + i_f
              + i_bna + i_bca)
     ws[ITOT * S + c] = i_ion
@@ -282,14 +308,16 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
         ws[(CUR0 + 11) * S + c] = i_bna
         ws[(CUR0 + 12) * S + c] = i_bca
 
-    # SR fluxes and RyR (Markov: R, O, I, RI = 1 - R - O - I)
-    cai2 = cai * cai
-    i_up = ws[CP_VUP * S + c] * cai2 / (cai2 + KUP2)
+    # SR fluxes and RyR (Markov: R, O, I, RI = 1 - R - O - I).
+    # kCaSR = MAX - (MAX - MIN) / (1 + (EC50/CaSR)^2.5) = B / A with p = CaSR^2.5,
+    # A = p + EC50^2.5, B = MIN p + MAX EC50^2.5: koSRCa = KO_CA A/B, kiSRCa = KI_CA B/A
     i_leak = (casr - cai) * ws[CP_VLEAK * S + c]
-    q = EC50_SR / casr
-    k_casr = MAX_SR - (MAX_SR - MIN_SR) / (1.0 + q * q * np.sqrt(q))
-    ko_sr = KO_CA / k_casr
-    ki_sr = KI_CA * k_casr
+    p_sr = casr * casr * vsqrt(casr)
+    a_sr = p_sr + EC50_SR_25
+    b_sr = MIN_SR * p_sr + MAX_SR * EC50_SR_25
+    r_sr = 1.0 / (a_sr * b_sr)
+    ko_sr = KO_CA * a_sr * a_sr * r_sr
+    ki_sr = KI_CA * b_sr * b_sr * r_sr
     rr = ws[RYR_R * S + c]
     ro = ws[RYR_O * S + c]
     ri = ws[RYR_I * S + c]
@@ -300,9 +328,15 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
     d_o = open_r - inact_o
     d_i = inact_o - (K_OM * ri - ko_sr * cai2 * rir)
     i_rel = ws[CP_KS * S + c] * ro * (casr - cai) * VSR_VC
-    buf_sr = 1.0 / (1.0 + BUF_SR * KBUF_SR / ((casr + KBUF_SR) * (casr + KBUF_SR)))
-    buf_c = 1.0 / (1.0 + BUF_C * KBUF_C / ((cai + KBUF_C) * (cai + KBUF_C)))
-    d_casr = buf_sr / VSR_VC * (i_up - (i_rel + i_leak))
+    # rapid buffering: 1 / (1 + B K / (x + K)^2) = (x + K)^2 / ((x + K)^2 + B K), one division
+    n_sr = (casr + KBUF_SR) * (casr + KBUF_SR)
+    n_c = (cai + KBUF_C) * (cai + KBUF_C)
+    d_sr = n_sr + BUF_SR * KBUF_SR
+    d_c = n_c + BUF_C * KBUF_C
+    r_buf = 1.0 / (d_sr * d_c)
+    buf_sr = n_sr * d_c * r_buf
+    buf_c = n_c * d_sr * r_buf
+    d_casr = buf_sr * VC_VSR * (i_up - (i_rel + i_leak))
     d_cai = buf_c * (i_leak - i_up + i_rel
                      - (i_cal_ca + i_cat + i_bca + i_pca - 2.0 * i_naca) * CAI_RATE)
     live = ws[CP_LIVE_NAK * S + c]
@@ -310,20 +344,31 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
     d_ki = -live * NAI_RATE * (i_k1 + i_to + i_kr + i_ks + i_f_k - 2.0 * i_nak + i_cal_k)
 
     # fCa (ten Tusscher 2004): may only fall while fCa_inf > fCa and V > -60 mV
-    y = 1.2 * cai / 0.000325
+    # fCa_inf = (1/(1+y^8) + 0.1/(1+eb) + 0.2/(1+eg) + 0.23) / 1.46 over one division
+    y = cai * (1.2 / 0.000325)
     y2 = y * y
     y4 = y2 * y2
-    alpha_fca = 1.0 / (1.0 + y4 * y4)
-    beta_fca = 0.1 / (1.0 + vexp((1.2 * cai - 0.0005) / 0.0001))
-    gamma_fca = 0.2 / (1.0 + vexp((1.2 * cai - 0.00075) / 0.0008))
-    fca_inf = (alpha_fca + beta_fca + gamma_fca + 0.23) / 1.46
-    frozen = (fca_inf > fca) and (v > -60.0)
-    ws[FCA * S + c] = fca if frozen else fca_inf + (fca - fca_inf) * ws[DEC_FCA * S + c]
+    da = 1.0 + y4 * y4
+    db = 1.0 + vexp((1.2 * cai - 0.0005) * (1.0 / 0.0001))
+    dg = 1.0 + vexp((1.2 * cai - 0.00075) * (1.0 / 0.0008))
+    dbg = db * dg
+    fca_inf = ((dbg + (0.1 * dg + 0.2 * db) * da) / (da * dbg) + 0.23) * (1.0 / 1.46)
+    moving = 0.0 if (fca_inf > fca) & (v > -60.0) else 1.0  # a select, not a branch: SIMD
+    ws[FCA * S + c] = fca + moving * (fca_inf - fca) * (1.0 - ws[DEC_FCA * S + c])
 
-    for gi in range(N_GATES):
-        row = (gi + 6 + (1 if gi >= 2 else 0)) * S + c
-        inf = ws[(INF0 + gi) * S + c]
-        ws[row] = inf + (ws[row] - inf) * ws[(DEC0 + gi) * S + c]
+    _rush_larsen(ws, c, S, 0, D)
+    _rush_larsen(ws, c, S, 1, F1)
+    _rush_larsen(ws, c, S, 2, XR1)
+    _rush_larsen(ws, c, S, 3, XR2)
+    _rush_larsen(ws, c, S, 4, XS)
+    _rush_larsen(ws, c, S, 5, H)
+    _rush_larsen(ws, c, S, 6, J)
+    _rush_larsen(ws, c, S, 7, M)
+    _rush_larsen(ws, c, S, 8, XF)
+    _rush_larsen(ws, c, S, 9, S_)
+    _rush_larsen(ws, c, S, 10, R_)
+    _rush_larsen(ws, c, S, 11, DCAT)
+    _rush_larsen(ws, c, S, 12, FCAT)
     ws[CASR * S + c] = casr + dt * d_casr
     ws[CAI * S + c] = cai + dt * d_cai
     ws[NAI * S + c] = nai + dt * d_nai

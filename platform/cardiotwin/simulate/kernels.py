@@ -5,6 +5,10 @@ outside and the loop over lanes inside, so LLVM vectorizes the lane loop. A cell
 numerically unstable (non-finite values, |V| > 250 mV) is flagged, its lane is reset to its
 initial state so it cannot produce NaN, and its outputs from then on are NaN; other cells are
 unaffected.
+
+The kernels are compiled without numba's reference counting (``_nrt=False``): its incref/decref
+calls inside the lane loop stop LLVM from vectorizing it. So they allocate nothing; the caller
+passes the workspace (``workspace(n_cells)``).
 """
 
 import numba
@@ -16,6 +20,20 @@ from ..model.equations import (CAI, CP0, CUR0, ITOT, N_CP, N_CURRENTS, N_ROWS, N
 
 CHUNK = 16  # lanes per workspace; a multiple of the SIMD width
 V_LIMIT = 250.0  # mV: beyond this a cell is numerically unstable
+N_WS = N_ROWS + 2  # workspace rows: the model's, then a flag row and a dV/dt row
+BAD = N_ROWS
+DVDT = N_ROWS + 1
+_JIT = dict(parallel=True, error_model="numpy", cache=True, _nrt=False, fastmath={"contract"})
+
+
+def n_chunks(n_cells: int) -> int:
+    """Number of CHUNK-lane workspaces for n_cells."""
+    return (n_cells + CHUNK - 1) // CHUNK
+
+
+def workspace(n_cells: int) -> np.ndarray:
+    """Workspace for the kernels: (n_chunks, N_WS * CHUNK) float64."""
+    return np.zeros((n_chunks(n_cells), N_WS * CHUNK))
 
 
 @numba.njit(inline="always")
@@ -28,16 +46,19 @@ def _load_chunk(ws, cp, y0, c0, n):
             ws[(CP0 + r) * CHUNK + c] = cp[cell, r]
         for r in range(N_CURRENTS):
             ws[(CUR0 + r) * CHUNK + c] = 0.0
+        ws[BAD * CHUNK + c] = 0.0
+        ws[DVDT * CHUNK + c] = 0.0
 
 
 @numba.njit(inline="always")
-def _store_chunk(ws, final_state, unstable, bad, c0, n):
+def _store_chunk(ws, final_state, unstable, c0, n):
     for c in range(CHUNK):
         cell = c0 + c
         if cell < n:
-            unstable[cell] = bad[c]
+            bad = ws[BAD * CHUNK + c] != 0.0
+            unstable[cell] = bad
             for r in range(N_STATE_ROWS):
-                final_state[cell, r] = np.nan if bad[c] else ws[r * CHUNK + c]
+                final_state[cell, r] = np.nan if bad else ws[r * CHUNK + c]
 
 
 @numba.njit(inline="always")
@@ -46,55 +67,64 @@ def _reset_lane(ws, y0, cell, c):
         ws[r * CHUNK + c] = y0[cell, r]
 
 
-@numba.njit(parallel=True, error_model="numpy", cache=True)
-def voltage_clamp_kernel(cp, y0, seg_n, seg_v0, seg_v1, dt, rec_every, itot_out, cur_out,
-                         store_currents, final_state, unstable):
-    """Voltage clamp of n cells on a protocol of segments.
+def _make_voltage_clamp_kernel(store_currents):
+    @numba.njit(**_JIT)
+    def kernel(wsall, cp, y0, seg_n, seg_v0, seg_v1, dt, rec_every, itot_out, cur_out,
+               final_state, unstable):
+        """Voltage clamp of n cells on a protocol of segments.
 
-    cp (n, N_CP) per-cell constants; y0 (n, 23) initial states; seg_n (steps of dt per segment),
-    seg_v0/seg_v1 (mV, ramp when different); dt (ms). Sample k (every ``rec_every`` steps) holds
-    I_ion at t = k * rec_every * dt with V = command(t) and the state reached at t.
-    Writes itot_out (n, n_rec), cur_out (n, 13, n_rec) when store_currents, final_state, unstable.
-    """
-    n = cp.shape[0]
-    n_chunks = (n + CHUNK - 1) // CHUNK
-    for ch in prange(n_chunks):
-        ws = np.empty(N_ROWS * CHUNK)
-        bad = np.zeros(CHUNK, np.bool_)
-        c0 = ch * CHUNK
-        _load_chunk(ws, cp, y0, c0, n)
-        k = 0
-        for s in range(seg_n.size):
-            ns = seg_n[s]
-            v0 = seg_v0[s]
-            dv = (seg_v1[s] - v0) / ns
-            ramp = seg_v1[s] != v0
-            for i in range(ns):
-                v = v0 + dv * i
-                if i == 0 or ramp:
+        wsall from workspace(n); cp (n, N_CP) per-cell constants; y0 (n, 23) initial states; seg_n (steps of dt per segment),
+        seg_v0/seg_v1 (mV, ramp when different); dt (ms). Sample k (every ``rec_every`` steps) holds
+        I_ion at t = k * rec_every * dt with V = command(t) and the state reached at t.
+        Writes itot_out (n, n_rec), cur_out (n, 13, n_rec) when store_currents (a compile-time
+        constant, so the lane loop has no branch), final_state, unstable.
+        """
+        n = cp.shape[0]
+        for ch in prange(wsall.shape[0]):
+            ws = wsall[ch]
+            c0 = ch * CHUNK
+            _load_chunk(ws, cp, y0, c0, n)
+            k = 0
+            for s in range(seg_n.size):
+                ns = seg_n[s]
+                v0 = seg_v0[s]
+                dv = (seg_v1[s] - v0) / ns
+                ramp = seg_v1[s] != v0
+                for i in range(ns):
+                    v = v0 + dv * i
+                    if i == 0 or ramp:
+                        for c in range(CHUNK):
+                            voltage_terms(ws, c, CHUNK, v, dt)
                     for c in range(CHUNK):
-                        voltage_terms(ws, c, CHUNK, v, dt)
-                for c in range(CHUNK):
-                    ws[V_ * CHUNK + c] = v
-                    advance(ws, c, CHUNK, v, dt, 0.0, True, store_currents)
-                if k % rec_every == 0:
-                    j = k // rec_every
-                    for c in range(CHUNK):
-                        cell = c0 + c
-                        if cell >= n:
-                            continue
-                        itot = ws[ITOT * CHUNK + c]
-                        if not np.isfinite(itot):
-                            bad[c] = True
-                        if bad[c]:
-                            _reset_lane(ws, y0, cell, c)
-                        itot_out[cell, j] = np.nan if bad[c] else itot
-                        if store_currents:
-                            for q in range(N_CURRENTS):
-                                cur_out[cell, q, j] = (np.nan if bad[c]
-                                                       else ws[(CUR0 + q) * CHUNK + c])
-                k += 1
-        _store_chunk(ws, final_state, unstable, bad, c0, n)
+                        ws[V_ * CHUNK + c] = v
+                        advance(ws, c, CHUNK, v, dt, 0.0, True, store_currents)
+                    if k % rec_every == 0:
+                        j = k // rec_every
+                        for c in range(CHUNK):
+                            cell = c0 + c
+                            if cell >= n:
+                                continue
+                            itot = ws[ITOT * CHUNK + c]
+                            if not np.isfinite(itot):
+                                ws[BAD * CHUNK + c] = 1.0
+                            bad = ws[BAD * CHUNK + c] != 0.0
+                            if bad:
+                                _reset_lane(ws, y0, cell, c)
+                            itot_out[cell, j] = np.nan if bad else itot
+                            if store_currents:
+                                for q in range(N_CURRENTS):
+                                    cur_out[cell, q, j] = (np.nan if bad
+                                                           else ws[(CUR0 + q) * CHUNK + c])
+                    k += 1
+            _store_chunk(ws, final_state, unstable, c0, n)
+
+    return kernel
+
+
+#: voltage_clamp_kernel[store_currents](wsall, cp, y0, seg_n, seg_v0, seg_v1, dt, rec_every,
+#:                                       itot_out, cur_out, final_state, unstable)
+voltage_clamp_kernel = {False: _make_voltage_clamp_kernel(False),
+                        True: _make_voltage_clamp_kernel(True)}
 
 
 @numba.njit(inline="always")
@@ -104,8 +134,8 @@ def _stimulus(t, amp, start, period, width):
     return amp if (t - start) % period < width else 0.0
 
 
-@numba.njit(parallel=True, error_model="numpy", cache=True)
-def current_clamp_kernel(cp, y0, n_steps, dt, rec_every, stim_amp, stim_start, stim_period,
+@numba.njit(**_JIT)
+def current_clamp_kernel(wsall, cp, y0, n_steps, dt, rec_every, stim_amp, stim_start, stim_period,
                          stim_width, dv_max, max_sub, v_out, cai_out, final_state, unstable):
     """Free-running (or paced) membrane potential of n cells for n_steps of dt (ms).
 
@@ -117,12 +147,9 @@ def current_clamp_kernel(cp, y0, n_steps, dt, rec_every, stim_amp, stim_start, s
     n_steps: v_out/cai_out (n, n_rec). Pass rec_every > n_steps to record only t = 0.
     """
     n = cp.shape[0]
-    n_chunks = (n + CHUNK - 1) // CHUNK
     n_rec = v_out.shape[1]
-    for ch in prange(n_chunks):
-        ws = np.empty(N_ROWS * CHUNK)
-        bad = np.zeros(CHUNK, np.bool_)
-        dvdt = np.zeros(CHUNK)
+    for ch in prange(wsall.shape[0]):
+        ws = wsall[ch]
         c0 = ch * CHUNK
         _load_chunk(ws, cp, y0, c0, n)
         for k in range(n_steps + 1):
@@ -130,13 +157,14 @@ def current_clamp_kernel(cp, y0, n_steps, dt, rec_every, stim_amp, stim_start, s
                 j = k // rec_every
                 for c in range(CHUNK):
                     if c0 + c < n:
-                        v_out[c0 + c, j] = np.nan if bad[c] else ws[V_ * CHUNK + c]
-                        cai_out[c0 + c, j] = np.nan if bad[c] else ws[CAI * CHUNK + c]
+                        bad = ws[BAD * CHUNK + c] != 0.0
+                        v_out[c0 + c, j] = np.nan if bad else ws[V_ * CHUNK + c]
+                        cai_out[c0 + c, j] = np.nan if bad else ws[CAI * CHUNK + c]
             if k == n_steps:
                 break
             fastest = 0.0
             for c in range(CHUNK):
-                a = abs(dvdt[c])
+                a = abs(ws[DVDT * CHUNK + c])
                 if a > fastest:  # NaN never wins
                     fastest = a
             n_sub = min(max_sub, max(1, int(np.ceil(fastest * dt / dv_max))))
@@ -147,11 +175,11 @@ def current_clamp_kernel(cp, y0, n_steps, dt, rec_every, stim_amp, stim_start, s
                 for c in range(CHUNK):
                     v = ws[V_ * CHUNK + c]
                     voltage_terms(ws, c, CHUNK, v, h)
-                    dvdt[c] = advance(ws, c, CHUNK, v, h, i_stim, False, False)
+                    ws[DVDT * CHUNK + c] = advance(ws, c, CHUNK, v, h, i_stim, False, False)
                 for c in range(CHUNK):
                     v = ws[V_ * CHUNK + c]
                     if not (abs(v) < V_LIMIT and np.isfinite(ws[CAI * CHUNK + c])):
-                        bad[c] = True
-                        dvdt[c] = 0.0
+                        ws[BAD * CHUNK + c] = 1.0
+                        ws[DVDT * CHUNK + c] = 0.0
                         _reset_lane(ws, y0, min(c0 + c, n - 1), c)
-        _store_chunk(ws, final_state, unstable, bad, c0, n)
+        _store_chunk(ws, final_state, unstable, c0, n)

@@ -41,6 +41,18 @@ def _i64_as_f64(typingctx, x):
     return sig, codegen
 
 
+@intrinsic
+def vsqrt(typingctx, x):
+    """Square root as the LLVM intrinsic (vectorizes; numba's math.sqrt is a libm call)."""
+    sig = types.float64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.sqrt", [ir.DoubleType()])
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
 _MAGIC_BITS = 0x4338000000000000  # bits of _ROUND_MAGIC
 _TWO52_BITS = 0x4330000000000000  # bits of 2**52
 
@@ -75,9 +87,8 @@ def vexp(x):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def vlog(x):
-    """Natural log for positive normal float64, relative error < 3e-16 (NaN or -inf otherwise
-    is not guaranteed: callers keep x positive)."""
+def _log_reduce(x):
+    """x = m * 2**e with m in [sqrt(1/2), sqrt(2)): returns (m, e) as floats."""
     bits = _f64_as_i64(x)
     e_biased = (bits >> 52) & 0x7FF
     e = _i64_as_f64(e_biased | _TWO52_BITS) - _TWO52 - 1023.0
@@ -85,7 +96,12 @@ def vlog(x):
     big = m > _SQRT2
     m = m * 0.5 if big else m
     e = e + 1.0 if big else e
-    s = (m - 1.0) / (m + 1.0)  # |s| <= 0.1716
+    return m, e
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _log_finish(s, e):
+    """log(m * 2**e) from s = (m - 1) / (m + 1) (atanh series, |s| <= 0.1716)."""
     z = s * s
     p = 1.0 / 21.0
     p = p * z + 1.0 / 19.0
@@ -99,3 +115,24 @@ def vlog(x):
     p = p * z + 1.0 / 3.0
     p = p * z + 1.0
     return 2.0 * s * p + e * _LN2_LO + e * _LN2_HI
+
+
+@numba.njit(inline="always", error_model="numpy")
+def vlog3(a, b, c):
+    """(log a, log b, log c) sharing one division (divisions dominate a SIMD step)."""
+    ma, ea = _log_reduce(a)
+    mb, eb = _log_reduce(b)
+    mc, ec = _log_reduce(c)
+    pa, pb, pc = ma + 1.0, mb + 1.0, mc + 1.0
+    r = 1.0 / (pa * pb * pc)
+    return (_log_finish((ma - 1.0) * pb * pc * r, ea),
+            _log_finish((mb - 1.0) * pa * pc * r, eb),
+            _log_finish((mc - 1.0) * pa * pb * r, ec))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def vlog(x):
+    """Natural log for positive normal float64, relative error < 3e-16 (NaN or -inf otherwise
+    is not guaranteed: callers keep x positive)."""
+    m, e = _log_reduce(x)
+    return _log_finish((m - 1.0) / (m + 1.0), e)
