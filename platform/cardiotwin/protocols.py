@@ -311,3 +311,17 @@ def _breakpoints_to_segments(path: Path, rows: list[tuple[int, list[float]]]) ->
         if tb > ta:
             segs.append(Segment(round(tb - ta, 9), va, vb))
     return segs
+
+
+BUILTIN_PROTOCOLS = ("protocol_a",)
+
+
+def builtin_protocol(name: str = "protocol_a", **kw: float) -> Protocol:
+    """A protocol shipped with the package (``protocol_a``: the 16-segment, 4950 ms protocol of
+    the model validation data)."""
+    if name not in BUILTIN_PROTOCOLS:
+        raise ValueError(f"unknown built-in protocol {name!r}; available: {BUILTIN_PROTOCOLS}")
+    from importlib import resources
+
+    with resources.as_file(resources.files("cardiotwin").joinpath("data", f"{name}.csv")) as p:
+        return Protocol.from_csv(p, **kw)
