@@ -27,7 +27,7 @@ use their series there.
 import numba
 import numpy as np
 
-from ..simulate.vecmath import vexp, vlog3, vsqrt
+from ..vecmath import vexp, vlog3, vsqrt
 from .parameters import N_INPUTS, PARAMETER_INDEX
 
 # ---------------------------------------------------------------- constants (authors' values)
@@ -192,9 +192,10 @@ def _hh_gate(ws, c, S, v, dt, gi):
 
 @numba.njit(inline="always", error_model="numpy")
 def _rush_larsen(ws, c, S, gi, state):
-    """x <- x_inf + (x - x_inf) exp(-dt/tau) for gate gi stored in state row ``state``."""
-    inf = ws[(INF0 + gi) * S + c]
-    ws[state * S + c] = inf + (ws[state * S + c] - inf) * ws[(DEC0 + gi) * S + c]
+    """x <- x + (x_inf - x)(1 - exp(-dt/tau)) for gate gi stored in state row ``state``; written
+    so that dt = 0 leaves x exactly unchanged (the current-clamp kernel relies on it)."""
+    x = ws[state * S + c]
+    ws[state * S + c] = x + (ws[(INF0 + gi) * S + c] - x) * (1.0 - ws[(DEC0 + gi) * S + c])
 
 
 @numba.njit(inline="always", error_model="numpy")

@@ -91,7 +91,7 @@ def _check_multipliers(m: np.ndarray, names: tuple[str, ...], what: str) -> None
         cell, col = np.argwhere(bad)[0]
         raise ValueError(f"{what}: non-finite multiplier {m[cell, col]} for {names[col]!r} "
                          f"(cell {cell}); multipliers must be finite")
-    zero_ok = np.array([n in _ZERO_ALLOWED for n in names])
+    zero_ok = np.array([n in _ZERO_ALLOWED for n in names], dtype=bool)
     neg = (m < 0) | ((m == 0) & ~zero_ok)
     if neg.any():
         cell, col = np.argwhere(neg)[0]

@@ -118,8 +118,10 @@ def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: fl
         raise TypeError(f"protocol must be a cardiotwin Protocol, found {type(protocol).__name__}")
     p = _as_inputs(inputs)
     n = p.shape[0]
-    temp = protocol.temperature_K if temperature_K is None else temperature_K
-    cp = cell_constants(p, tau_factor(temp))
+    if temperature_K is not None and temperature_K != protocol.temperature_K:
+        tau_factor(temperature_K)  # validates, with a hint about kelvin
+        protocol = protocol.with_temperature(temperature_K)  # the hash must say which
+    cp = cell_constants(p, tau_factor(protocol.temperature_K))
     y0 = _as_state(initial_state, n)
     rec_every, dt = _steps_per_sample(protocol.sample_interval_ms, "sample_interval_ms")
     seg_n, v0, v1 = protocol.segment_steps()
@@ -187,5 +189,6 @@ def simulate_current_clamp(duration_ms: float, inputs=None, *, temperature_K: fl
     unstable |= pre_unstable
     v[pre_unstable] = np.nan
     cai[pre_unstable] = np.nan
+    final[pre_unstable] = np.nan
     t = np.arange(n_rec + 1) * record_interval_ms
     return CurrentClampResult(t, v, cai, final, unstable)
