@@ -11,12 +11,37 @@ calls inside the lane loop stop LLVM from vectorizing it. So they allocate nothi
 passes the workspace (``workspace(n_cells)``).
 """
 
+import hashlib
+from pathlib import Path
+
 import numba
 import numpy as np
 from numba import prange
 
 from ..model.equations import (CAI, CP0, CUR0, ITOT, N_CP, N_CURRENTS, N_ROWS, N_STATE_ROWS, V_,
                                advance, voltage_terms)
+
+
+def _drop_stale_cache() -> None:
+    """numba's on-disk cache keys on this file only; the kernels also inline model/equations.py
+    and vecmath.py, so drop the cached kernels when those change."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(b"".join(
+        (root / rel).read_bytes() for rel in ("model/equations.py", "vecmath.py"))).hexdigest()
+    cache = Path(__file__).resolve().parent / "__pycache__"
+    stamp = cache / "kernels.inlined-sources.sha256"
+    try:
+        if stamp.is_file() and stamp.read_text() == digest:
+            return
+        for f in cache.glob("kernels.*.nb[ic]"):
+            f.unlink(missing_ok=True)
+        cache.mkdir(exist_ok=True)
+        stamp.write_text(digest)
+    except OSError:  # read-only install: numba falls back to its own cache directory
+        pass
+
+
+_drop_stale_cache()
 
 CHUNK = 16  # lanes per workspace; a multiple of the SIMD width
 V_LIMIT = 250.0  # mV: beyond this a cell is numerically unstable
