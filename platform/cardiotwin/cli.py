@@ -4,6 +4,7 @@
   cardiotwin simulate ap --duration-ms 6000 [--multipliers M.csv] [--temperature-k 310] --out OUT.csv
   cardiotwin features TRACE.csv
   cardiotwin demo [--n-cells 200] [--out-dir out/demo]
+  cardiotwin generate --n-cells N --out DIR [--range 0.4] [--protocol P] ...  (on Ray)
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(a: argparse.Namespace) -> int:
+    from .population.generate import run_from_args
+
+    run_from_args(a)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cardiotwin", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -138,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="free-running duration in ms (default 6000)")
     demo.add_argument("--out-dir", default="out/demo", help="output directory")
     demo.set_defaults(func=_cmd_demo)
+
+    from .population.config import add_generate_arguments
+
+    gen = sub.add_parser("generate", help="generate a synthetic population into a Parquet store "
+                                          "on Ray (resumable; same options as "
+                                          "jobs/generate_population.py)")
+    add_generate_arguments(gen)
+    gen.set_defaults(func=_cmd_generate)
     return p
 
 

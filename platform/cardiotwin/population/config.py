@@ -21,9 +21,10 @@ agreement of the status with a 6 s run: 2 s 94.8%, 3 s 98.2%, 4 s 98.5%; with a 
 does (the residual ~1% are cells whose behaviour still drifts after several seconds: a slow
 cell that stops, or gets stuck, late); 3 s passes 1% of the stuck (non_repolarizing) cells as
 "ok" (12 of 1200, against 3 at 4 s: the stuck criterion needs 1 s above -40 mV after an AP),
-and 2 s misclassifies 5%. The AP run is the dominant cost (~2.2 ms per simulated second per
-cell per core, against ~1.2 ms for the whole protocol_a voltage clamp), so 4 s rather than 6 s
-saves about a third of the time. At 298 K (200 cells, against 10 s): 4 s 92%, 6 s 95.5%, 8 s
+and 2 s misclassifies 5%. The AP run is the largest cost: per cell on one core (1000 cells,
+protocol_a, 4 s): AP run 5.7 ms (~1.4 ms per simulated second), classification 2.0 ms (grows
+with the length too), voltage clamp 1.8 ms, Parquet write 0.5 ms; 4 s rather than 6 s saves
+about a quarter of the time. At 298 K (200 cells, against 10 s): 4 s 92%, 6 s 95.5%, 8 s
 94% (slower cells: even long runs disagree more), hence 6 s there.
 """
 
@@ -243,3 +244,74 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     except OSError as e:
         raise ValueError(f"output directory {out} is not writable: {e}") from e
     return out
+
+
+# ---- command line (shared by `cardiotwin generate` and jobs/generate_population.py) ----------
+
+def add_generate_arguments(p) -> None:
+    """Add the generation options to an argparse parser."""
+    g = p.add_argument_group("population")
+    g.add_argument("--n-cells", type=int, required=True, metavar="N",
+                   help="number of synthetic cells to simulate (> 0)")
+    g.add_argument("--range", "--spread", dest="spread", type=float, default=0.4, metavar="R",
+                   help="multiplier range r, a fraction in (0, 1): each of the 52 parameter "
+                        "multipliers spans [1-r, 1+r] (default 0.4 = +-40%%)")
+    g.add_argument("--sampler", choices=("uniform", "lhs", "sobol"), default="uniform",
+                   help="uniform: iid per cell (cell i from (seed, i)); lhs: Latin hypercube "
+                        "of the whole population (held in memory: 208 bytes per cell); sobol: "
+                        "scrambled Sobol' points (cell i from (seed, i)) (default uniform)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed, >= 0 (default 0)")
+    s = p.add_argument_group("simulation")
+    s.add_argument("--protocol", default="protocol_a", metavar="P",
+                   help="voltage-clamp protocol: a .csv (duration_ms,v_start_mV,v_end_mV or "
+                        "time_ms,voltage_mV) or canonical .json file, or the built-in name "
+                        "protocol_a (default protocol_a, 4950 ms)")
+    s.add_argument("--temperature-k", type=float, default=310.0, metavar="K",
+                   help="temperature in K of the voltage clamp and the AP run (default 310; "
+                        "298 for room temperature)")
+    s.add_argument("--ap-duration-ms", type=float, default=None, metavar="MS",
+                   help="length in ms of the free-running AP run that classifies each cell "
+                        "(ok / quiescent / non_repolarizing / unstable) and gives its "
+                        "biomarkers (default 4000 at >= 305 K, 6000 below)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (created; on a cluster a path on a filesystem that "
+                        "every node mounts at the same place). Re-running the same command "
+                        "resumes; a different configuration there is refused")
+    o.add_argument("--keep-rejected", action="store_true",
+                   help="also store cells that fail the physiological filter (status column "
+                        "tells); default: store only status ok, count the others")
+    o.add_argument("--decimate-to-hz", type=float, default=None, metavar="HZ",
+                   help="store I_total at this rate in Hz, a whole divisor of the protocol's "
+                        "rate (10000 Hz at 0.1 ms), e.g. 1000 (default: as sampled)")
+    o.add_argument("--decimation", choices=("mean", "take"), default="mean",
+                   help="with --decimate-to-hz: mean of each block of k samples, or every "
+                        "k-th sample (default mean)")
+    o.add_argument("--shard-size", type=int, default=1000, metavar="N",
+                   help="cells per Parquet shard, the unit of work and of resumption "
+                        "(default 1000: ~90 MB per shard on protocol_a without decimation)")
+    r = p.add_argument_group("Ray")
+    r.add_argument("--workers", dest="n_workers", type=int, default=None, metavar="N",
+                   help="number of simulation actors, 1 CPU each (default: the CPUs available "
+                        "in the Ray cluster)")
+    r.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to connect to (default $RAY_ADDRESS, set by ray job "
+                        "submit; else a local cluster is started)")
+    r.add_argument("--num-cpus", type=int, default=None, metavar="N",
+                   help="CPUs of the local cluster started when there is no address "
+                        "(default: all)")
+    r.add_argument("--ship-package", choices=("auto", "yes", "no"), default="auto",
+                   help="ship the cardiotwin package to the workers as a runtime_env "
+                        "py_modules entry: auto = when connecting to a cluster and cardiotwin "
+                        "is not installed in site-packages (default auto)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(a) -> GenerationConfig:
+    """The GenerationConfig of parsed arguments (ValueError on invalid values)."""
+    return GenerationConfig.create(
+        n_cells=a.n_cells, spread=a.spread, sampler=a.sampler, seed=a.seed,
+        protocol=a.protocol, temperature_K=a.temperature_k, ap_duration_ms=a.ap_duration_ms,
+        keep_rejected=a.keep_rejected, decimate_to_hz=a.decimate_to_hz,
+        decimation=a.decimation, shard_size=a.shard_size, n_workers=a.n_workers,
+        out_dir=a.out)

@@ -10,7 +10,12 @@ machine any directory). The driver only schedules, shows progress and writes the
 
 Resuming: a re-run with the same settings skips the shards already complete and redoes the
 rest (a crash leaves at most a ``.tmp`` file, removed at the start of the next run). A
-different configuration on an existing store is refused before anything is touched.
+different configuration on an existing store is refused before anything is touched. One run
+per directory at a time (a second concurrent run would remove the first's temporary files).
+
+Memory: an actor holds one chunk of 256 cells at a time (I_total, the AP traces and their
+float64 copy for the classifier): ~0.5 GB resident per actor on protocol_a with a 4 s AP
+run (~320 MB above the imported libraries).
 
 Fault tolerance: when an actor dies (its process or node killed: ``RayActorError``, lost
 objects, OOM kills) its shard goes back to the queue and a new actor replaces it; a shard
@@ -24,9 +29,12 @@ package is not on their path (``platform/`` is not a package root there), so
 connecting to an existing cluster and ``cardiotwin`` is not installed in site-packages
 (``"yes"`` / ``"no"`` force it). Alternatives: install the package on every node, or pass
 ``--runtime-env-json '{"py_modules": ["platform/cardiotwin"]}'`` to ``ray job submit`` (with
-``ship_package="no"``: Ray refuses two ``py_modules`` settings). Shipped code is unpacked on
-each node without numba's on-disk cache: the first actors there compile the kernels (~30 s
-each).
+``ship_package="no"``: Ray refuses conflicting ``py_modules`` settings of the job and of
+``ray.init``). Each shard's sidecar records the ``code_path`` its actor imported. Shipped code
+is unpacked on each node into a new directory, with numba's cache files if the checkout has
+them (a local test with ``ship_package="yes"`` loaded them); where numba does not trust them
+(other CPU, changed sources) the first actors on a node compile the kernels (~30 s per
+kernel, each actor).
 
 Determinism: cell i's row depends only on (seed, i) (uniform, sobol) or on (seed, n_cells, i)
 (lhs), never on sharding or the number of actors. Multipliers are rounded to float32 before
@@ -195,7 +203,10 @@ class ShardSimulator:
         self.schema = make_schema(self.n_stored, ctx["schema_metadata"])
 
     def where(self) -> dict[str, Any]:
-        return {"node": socket.gethostname(), "pid": os.getpid()}
+        import cardiotwin
+
+        return {"node": socket.gethostname(), "pid": os.getpid(),
+                "code_path": str(Path(cardiotwin.__file__).parent)}
 
     def run_shard(self, index: int) -> dict[str, Any]:
         cfg, ctx = self.cfg, self.ctx
@@ -279,7 +290,7 @@ def ray_runtime_env(ship_package: str = "auto", ray_address: str | None = None
                                      and not _installed(pkg))
     if not ship:
         return None
-    return {"py_modules": [str(pkg)], "excludes": ["__pycache__", "*.pyc", "*.nbi", "*.nbc"]}
+    return {"py_modules": [str(pkg)]}
 
 
 def _init_ray(num_cpus: int | None, ray_address: str | None, ship_package: str) -> bool:
@@ -361,6 +372,7 @@ def generate_population(config: GenerationConfig | dict[str, Any], *, progress: 
     cfg = config if isinstance(config, GenerationConfig) else GenerationConfig.create(**config)
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, found {max_attempts}")
+    ray_runtime_env(ship_package, ray_address)           # validates ship_package
     protocol = cfg.load_protocol()
     k = cfg.decimation_factor(protocol.sample_interval_ms)
     identity = cfg.identity(protocol.protocol_hash)
@@ -368,7 +380,11 @@ def generate_population(config: GenerationConfig | dict[str, Any], *, progress: 
     out = Path(cfg.out_dir).resolve()
     previous = check_existing(out, chash, identity)      # read-only
     check_output_dir(out)
-    ray_runtime_env(ship_package, ray_address)           # validates ship_package
+    if echo and not Path(cfg.out_dir).is_absolute() and (ray_address
+                                                          or os.environ.get("RAY_ADDRESS")):
+        echo(f"warning: relative output path {cfg.out_dir!r} on a cluster: it resolves to {out} "
+             "on the driver; the workers must see that same path (use an absolute path on "
+             "shared storage)")
     remove_stale_temporaries(out)
 
     done: dict[int, dict[str, Any]] = {}
@@ -435,10 +451,14 @@ def generate_population(config: GenerationConfig | dict[str, Any], *, progress: 
                                                     "rows_kept", "status_counts")}
                               for _, s in sorted(done.items())]
         manifest["totals"] = _totals(cfg, done)
+        run_rec["wall_s"] = round(time.perf_counter() - t0, 3)
+        if run_rec["wall_s"] > 0:
+            run_rec["cells_per_s"] = round(run_rec["cells_simulated"] / run_rec["wall_s"], 2)
         runs = manifest["runs"] + [run_rec]
-        manifest["wall_s"] = round(sum(r["wall_s"] for r in runs), 3)
+        wall = round(sum(r["wall_s"] for r in runs), 3)
         sim = sum(r["cells_simulated"] for r in runs)
-        manifest["cells_per_s"] = round(sim / manifest["wall_s"], 2) if manifest["wall_s"] else None
+        manifest["wall_s"] = wall
+        manifest["cells_per_s"] = round(sim / wall, 2) if wall else None
         write_json_atomic(out / MANIFEST, dict(manifest, runs=runs))
 
     t0 = time.perf_counter()
@@ -449,18 +469,12 @@ def generate_population(config: GenerationConfig | dict[str, Any], *, progress: 
                  f"{len(done)} complete, {len(pending)} to simulate -> {out}")
         try:
             _run_pending(cfg, chash, protocol, k, schema_meta, out, pending, done, run_rec,
-                         write_manifest, t0, progress=progress, num_cpus=num_cpus,
+                         write_manifest, progress=progress, num_cpus=num_cpus,
                          ray_address=ray_address, ship_package=ship_package,
                          actor_env=actor_env, max_attempts=max_attempts, echo=echo)
         finally:
-            run_rec["wall_s"] = round(time.perf_counter() - t0, 3)
-            if run_rec["wall_s"] > 0:
-                run_rec["cells_per_s"] = round(run_rec["cells_simulated"] / run_rec["wall_s"], 2)
             if len(done) < cfg.n_shards:
                 write_manifest("running")
-    run_rec["wall_s"] = round(time.perf_counter() - t0, 3)
-    if run_rec["wall_s"] > 0:
-        run_rec["cells_per_s"] = round(run_rec["cells_simulated"] / run_rec["wall_s"], 2)
     write_manifest("complete")
     remove_stale_temporaries(out)
     store = open_store(out)
@@ -477,12 +491,18 @@ def generate_population(config: GenerationConfig | dict[str, Any], *, progress: 
 
 
 def _run_pending(cfg, chash, protocol, k, schema_meta, out, pending, done, run_rec,
-                 write_manifest, t0, *, progress, num_cpus, ray_address, ship_package,
-                 actor_env, max_attempts, echo) -> None:
+                 write_manifest, *, progress, num_cpus, ray_address, ship_package, actor_env,
+                 max_attempts, echo) -> None:
+    """Schedule the pending shards on a pool of actors. An actor receives work only once it
+    has started (its ``where`` call returned), so actors that cannot be placed (fewer CPUs
+    than workers) never hold a shard; a shard whose actor dies goes back to the queue and a
+    new actor is started in its place."""
     import ray
     from tqdm.auto import tqdm
 
     started = _init_ray(num_cpus, ray_address, ship_package)
+    if ray_runtime_env(ship_package, ray_address) is None:
+        _warm_kernels(protocol)
     actors: list[Any] = []
     try:
         design = None
@@ -492,31 +512,55 @@ def _run_pending(cfg, chash, protocol, k, schema_meta, out, pending, done, run_r
                "decimation_factor": k, "schema_metadata": schema_meta}
         env = {"NUMBA_NUM_THREADS": "1", **(actor_env or {})}
         remote_cls = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(ShardSimulator)
+        starting: dict[Any, Any] = {}     # ready ref -> actor
+        inflight: dict[Any, tuple[Any, int]] = {}
+        idle: list[Any] = []
 
-        def new_actor():
+        def new_actor() -> None:
             opts = remote_cls.options(runtime_env={"env_vars": env})
             a = opts.remote(ctx, design) if design is not None else opts.remote(ctx)
             actors.append(a)
-            return a
+            starting[a.where.remote()] = a
 
         n_workers = cfg.n_workers or max(1, int(ray.available_resources().get("CPU", 1)))
         n_workers = min(n_workers, len(pending))
         run_rec["n_workers"] = n_workers
         queue = deque(pending)
         attempts: Counter[int] = Counter()
-        inflight: dict[Any, tuple[Any, int]] = {}
-        idle = [new_actor() for _ in range(n_workers)]
+        start_failures = 0
+        for _ in range(n_workers):
+            new_actor()
         cells_before = sum(s["n_cells"] for s in done.values())
         bar = tqdm(total=cfg.n_cells, initial=cells_before, unit="cell", disable=not progress,
                    dynamic_ncols=True, smoothing=0.1, desc="cells")
         last_manifest = time.perf_counter()
+        n_ok = sum(s["status_counts"]["ok"] for s in done.values())
+        n_seen = cells_before
         try:
             while queue or inflight:
                 while idle and queue:
                     actor, index = idle.pop(), queue.popleft()
                     inflight[actor.run_shard.remote(index)] = (actor, index)
-                ready, _ = ray.wait(list(inflight), num_returns=1)
+                ready, _ = ray.wait(list(inflight) + list(starting), num_returns=1)
                 for ref in ready:
+                    if ref in starting:
+                        actor = starting.pop(ref)
+                        try:
+                            ray.get(ref)
+                        except Exception as exc:  # noqa: BLE001
+                            start_failures += 1
+                            run_rec["actor_failures"] += 1
+                            if start_failures >= max_attempts * n_workers:
+                                raise RuntimeError(
+                                    f"simulation actors fail to start ({start_failures} times); "
+                                    f"last error: {exc}\n(if the workers cannot import "
+                                    "cardiotwin: install it on the nodes or ship it with "
+                                    "ship_package='yes' / --ship-package yes)") from exc
+                            _kill(actor)
+                            new_actor()
+                            continue
+                        idle.append(actor)
+                        continue
                     actor, index = inflight.pop(ref)
                     try:
                         summary = ray.get(ref)
@@ -536,18 +580,17 @@ def _run_pending(cfg, chash, protocol, k, schema_meta, out, pending, done, run_r
                                       "actor")
                         _kill(actor)
                         queue.appendleft(index)
-                        idle.append(new_actor())
+                        new_actor()
                         continue
                     done[index] = summary
                     run_rec["cells_simulated"] += summary["n_cells"]
                     idle.append(actor)
                     bar.update(summary["n_cells"])
-                    ok = sum(s["status_counts"]["ok"] for s in done.values())
-                    bar.set_postfix(ok=f"{ok / max(1, sum(s['n_cells'] for s in done.values())):.0%}",
-                                    refresh=False)
+                    n_ok += summary["status_counts"]["ok"]
+                    n_seen += summary["n_cells"]
+                    bar.set_postfix(ok=f"{n_ok / n_seen:.0%}", refresh=False)
                     now = time.perf_counter()
                     if now - last_manifest > MANIFEST_EVERY_S:
-                        run_rec["wall_s"] = round(now - t0, 3)
                         write_manifest("running")
                         last_manifest = now
         finally:
@@ -559,6 +602,17 @@ def _run_pending(cfg, chash, protocol, k, schema_meta, out, pending, done, run_r
             ray.shutdown()
 
 
+def _warm_kernels(protocol) -> None:
+    """Run both kernels once on one cell in the driver, so that numba's on-disk cache is
+    written once, before the actors start (instead of every actor compiling at the same time
+    after a code change). The actors load it when they import the same package files."""
+    from ..protocols import Protocol, Segment
+
+    tiny = Protocol((Segment(1.0, -80.0, -80.0),), protocol.sample_interval_ms,
+                    protocol.temperature_K)
+    simulate_batch(tiny, np.ones((1, N_INFERRED)), 1.0, protocol.temperature_K)
+
+
 def _kill(actor) -> None:
     import ray
 
@@ -566,3 +620,13 @@ def _kill(actor) -> None:
         ray.kill(actor, no_restart=True)
     except Exception:  # noqa: BLE001 - already dead
         pass
+
+
+def run_from_args(a) -> PopulationStore:
+    """Generate the population described by arguments parsed with
+    :func:`cardiotwin.population.config.add_generate_arguments`."""
+    from .config import config_from_args
+
+    return generate_population(config_from_args(a), progress=not a.no_progress,
+                               num_cpus=a.num_cpus, ray_address=a.ray_address,
+                               ship_package=a.ship_package)

@@ -50,13 +50,13 @@ from ..model.parameters import N_INFERRED
 from .config import FORMAT
 
 MANIFEST = "manifest.json"
-_SHARD_RE = re.compile(r"^shard-(\d{6,})\.parquet$")
 _OWN_NAME_RE = re.compile(r"^(shard-\d{6,}\.(parquet|json)(\.tmp)?|manifest\.json(\.tmp)?"
                           r"|\.write-test-.*)$")
 INT_BIOMARKERS = ("n_beats", "n_eads")
 BOOL_BIOMARKERS = ("beating",)
-FLOAT_COLUMNS = ["multipliers", "I_total"] + [k for k in BATCH_KEYS
-                                              if k not in INT_BIOMARKERS + BOOL_BIOMARKERS]
+# Parquet column paths (list columns are addressed by their leaf)
+FLOAT_COLUMNS = ["multipliers.list.element", "I_total.list.element"] + [
+    k for k in BATCH_KEYS if k not in INT_BIOMARKERS + BOOL_BIOMARKERS]
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 
