@@ -57,6 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _report import cpu_model, dispatcher_counts, fmt_s, loadavg, table  # noqa: E402
+
 SOURCE_STUDY_CELLS = 1_100_000
 TARGET_OVERHEAD = 0.15
 TARGET_HOURS = 2.0
@@ -66,45 +68,6 @@ COMPILE_CELLS = 2
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> str:
-    """Plain-text table: the first column left-aligned, numeric columns right-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def isnum(s: str) -> bool:
-        s = s.replace(",", "").replace(".", "").replace("-", "").replace("%", "").strip()
-        return s.isdigit() or s == ""
-
-    numeric = [i > 0 and all(isnum(r[i]) for r in rows) for i in range(len(headers))]
-
-    def line(cells):
-        return (indent + "  ".join(c.rjust(w) if num else c.ljust(w)
-                                   for c, w, num in zip(cells, widths, numeric))).rstrip()
-
-    return "\n".join([line(headers), indent + "  ".join("-" * w for w in widths)]
-                     + [line(r) for r in rows])
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def fmt_s(x: float) -> str:
-    return f"{x:.2f} s" if x >= 0.1 else f"{x * 1e3:.1f} ms"
-
 
 def pct(x: float) -> str:
     return f"{x:.1%}"
@@ -121,11 +84,6 @@ def make_config(args, n_cells: int, n_workers: int, out_dir: Path, decimate_to_h
 
 # ---------------------------------------------------------------------------------------------
 # 1. compilation / cache load
-
-def _dispatcher_counts(disp) -> tuple[int, int]:
-    st = disp.stats
-    return sum(st.cache_hits.values()), sum(st.cache_misses.values())
-
 
 def measure_compilation(protocol, ap_ms: float, temperature_K: float) -> list[list[str]]:
     from cardiotwin.features import classify_batch
@@ -148,7 +106,7 @@ def measure_compilation(protocol, ap_ms: float, temperature_K: float) -> list[li
               lambda: classify_batch(cc_out["r"].t_ms, cc_out["r"].v_mV))]
     rows = []
     for name, disp, call in cases:
-        h0, m0 = _dispatcher_counts(disp) if disp is not None else (0, 0)
+        h0, m0 = dispatcher_counts(disp) if disp is not None else (0, 0)
         n_sig0 = len(disp.signatures) if disp is not None else 0
         t0 = time.perf_counter()
         call()
@@ -159,7 +117,7 @@ def measure_compilation(protocol, ap_ms: float, temperature_K: float) -> list[li
         if disp is None:
             how = "no compilation (first call: imports, caches)"
         else:
-            h1, m1 = _dispatcher_counts(disp)
+            h1, m1 = dispatcher_counts(disp)
             if n_sig0:
                 how = "already compiled in this process"
             elif h1 > h0:

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _report import cpu_model, dispatcher_counts, fmt_s, loadavg, table  # noqa: E402
+
 REFERENCE_DIR = Path("/work/shared/reference")
 VC_REFERENCE = REFERENCE_DIR / "baseline_vc_protocol_a.csv.gz"
 CC_REFERENCE = REFERENCE_DIR / "baseline_spontaneous_6s.csv.gz"
@@ -91,45 +93,8 @@ def read_reference(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray
     return {c: np.asarray(data[c]) for c in columns}
 
 
-def fmt_s(x: float) -> str:
-    return f"{x:.2f} s" if x >= 0.1 else f"{x * 1e3:.1f} ms"
-
-
-def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> str:
-    """Plain-text table: the first column and non-numeric columns left-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    numeric = [i > 0 and all(r[i].replace(",", "").replace(".", "").replace("-", "").isdigit()
-                             for r in rows) for i in range(len(headers))]
-    line = lambda cells: (indent + "  ".join(  # noqa: E731
-        c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric))).rstrip()
-    return "\n".join([line(headers), indent + "  ".join("-" * w for w in widths)]
-                     + [line(r) for r in rows])
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 # ---------------------------------------------------------------------------------------------
 # 1. compilation
-
-def _dispatcher_counts(disp) -> tuple[int, int]:
-    st = disp.stats
-    return sum(st.cache_hits.values()), sum(st.cache_misses.values())
-
 
 def measure_compilation(protocol) -> list[list[str]]:
     from cardiotwin.simulate import kernels, simulate_current_clamp, simulate_voltage_clamp
@@ -143,7 +108,7 @@ def measure_compilation(protocol) -> list[list[str]]:
     ]
     rows = []
     for name, disp, call in cases:
-        h0, m0 = _dispatcher_counts(disp)
+        h0, m0 = dispatcher_counts(disp)
         n_sig0 = len(disp.signatures)
         t0 = time.perf_counter()
         call()
@@ -151,7 +116,7 @@ def measure_compilation(protocol) -> list[list[str]]:
         t0 = time.perf_counter()
         call()
         second = time.perf_counter() - t0
-        h1, m1 = _dispatcher_counts(disp)
+        h1, m1 = dispatcher_counts(disp)
         if n_sig0:
             how = "already compiled in this process"
         elif h1 > h0:
