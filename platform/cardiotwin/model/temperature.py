@@ -16,7 +16,8 @@ SCALED_GATES = ("ICaL.d", "ICaL.f1", "ICaL.fCa", "IKr.Xr1", "IKr.Xr2", "IKs.Xs",
 
 
 def tau_factor(temperature_K: float) -> float:
-    """Multiplier on every gating time constant at ``temperature_K`` (K); 1 at 310 K, 3.74 at 298 K."""
+    """Multiplier on every gating time constant at ``temperature_K`` (K): 1 at 310 K, 3.74 at
+    298 K."""
     t = float(temperature_K)
     if not 250.0 < t < 330.0:
         raise ValueError(f"temperature {temperature_K!r} K is outside the supported range "

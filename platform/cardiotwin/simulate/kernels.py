@@ -100,9 +100,10 @@ def _make_voltage_clamp_kernel(store_currents):
                final_state, unstable):
         """Voltage clamp of n cells on a protocol of segments.
 
-        wsall from workspace(n); cp (n, N_CP) per-cell constants; y0 (n, 23) initial states; seg_n (steps of dt per segment),
-        seg_v0/seg_v1 (mV, ramp when different); dt (ms). Sample k (every ``rec_every`` steps) holds
-        I_ion at t = k * rec_every * dt with V = command(t) and the state reached at t.
+        wsall from workspace(n); cp (n, N_CP) per-cell constants; y0 (n, 23) initial states;
+        seg_n (steps of dt per segment), seg_v0/seg_v1 (mV, ramp when different); dt (ms).
+        Sample k (every ``rec_every`` steps) holds I_ion at t = k * rec_every * dt with
+        V = command(t) and the state reached at t.
         Writes itot_out (n, n_rec), cur_out (n, 13, n_rec) when store_currents (a compile-time
         constant, so the lane loop has no branch), final_state, unstable.
         """
@@ -194,7 +195,8 @@ def current_clamp_kernel(wsall, cp, y0, n_steps, dt, rec_every, stim_amp, stim_s
                 break
             most = 0.0
             for c in range(CHUNK):
-                n_c = min(float(max_sub), max(1.0, np.ceil(abs(ws[DVDT * CHUNK + c]) * dt / dv_max)))
+                rate = abs(ws[DVDT * CHUNK + c])
+                n_c = min(float(max_sub), max(1.0, np.ceil(rate * dt / dv_max)))
                 n_c = 0.0 if ws[BAD * CHUNK + c] != 0.0 else n_c
                 ws[NSUB * CHUNK + c] = n_c
                 most = max(most, n_c)
