@@ -2,6 +2,7 @@
 
 import os
 import platform
+import time
 from pathlib import Path
 
 
@@ -47,3 +48,29 @@ def fmt_s(x: float) -> str:
 def dispatcher_counts(disp) -> tuple[int, int]:
     st = disp.stats
     return sum(st.cache_hits.values()), sum(st.cache_misses.values())
+
+
+def compile_row(name: str, disp, call) -> list[str]:
+    """Time ``call`` twice (first call - second call = compile or cache load) and say which it
+    was from the numba dispatcher's cache counters; ``disp`` None for plain Python."""
+    h0, m0 = dispatcher_counts(disp) if disp is not None else (0, 0)
+    n_sig0 = len(disp.signatures) if disp is not None else 0
+    t0 = time.perf_counter()
+    call()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    call()
+    second = time.perf_counter() - t0
+    if disp is None:
+        how = "no compilation (first call: imports, caches)"
+    else:
+        h1, m1 = dispatcher_counts(disp)
+        if n_sig0:
+            how = "already compiled in this process"
+        elif h1 > h0:
+            how = "cache load (on-disk cache hit)"
+        elif m1 > m0:
+            how = "cold compile (cache miss)"
+        else:
+            how = "cold compile (no cache)"
+    return [name, fmt_s(first), fmt_s(second), fmt_s(max(first - second, 0.0)), how]

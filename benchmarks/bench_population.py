@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _report import cpu_model, dispatcher_counts, fmt_s, loadavg, table  # noqa: E402
+from _report import compile_row, cpu_model, loadavg, table  # noqa: E402
 
 SOURCE_STUDY_CELLS = 1_100_000
 TARGET_OVERHEAD = 0.15
@@ -104,30 +104,7 @@ def measure_compilation(protocol, ap_ms: float, temperature_K: float) -> list[li
              ("current clamp kernel", kernels.current_clamp_kernel, cc),
              ("classify_batch (Python)", None,
               lambda: classify_batch(cc_out["r"].t_ms, cc_out["r"].v_mV))]
-    rows = []
-    for name, disp, call in cases:
-        h0, m0 = dispatcher_counts(disp) if disp is not None else (0, 0)
-        n_sig0 = len(disp.signatures) if disp is not None else 0
-        t0 = time.perf_counter()
-        call()
-        first = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        call()
-        second = time.perf_counter() - t0
-        if disp is None:
-            how = "no compilation (first call: imports, caches)"
-        else:
-            h1, m1 = dispatcher_counts(disp)
-            if n_sig0:
-                how = "already compiled in this process"
-            elif h1 > h0:
-                how = "cache load (on-disk cache hit)"
-            elif m1 > m0:
-                how = "cold compile (cache miss)"
-            else:
-                how = "cold compile (no cache)"
-        rows.append([name, fmt_s(first), fmt_s(second), fmt_s(max(first - second, 0.0)), how])
-    return rows
+    return [compile_row(name, disp, call) for name, disp, call in cases]
 
 
 # ---------------------------------------------------------------------------------------------

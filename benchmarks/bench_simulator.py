@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _report import cpu_model, dispatcher_counts, fmt_s, loadavg, table  # noqa: E402
+from _report import compile_row, cpu_model, loadavg, table  # noqa: E402
 
 REFERENCE_DIR = Path("/work/shared/reference")
 VC_REFERENCE = REFERENCE_DIR / "baseline_vc_protocol_a.csv.gz"
@@ -106,27 +106,7 @@ def measure_compilation(protocol) -> list[list[str]]:
         ("current clamp", kernels.current_clamp_kernel,
          lambda: simulate_current_clamp(CC_DURATION_MS, inputs, record_interval_ms=RECORD_MS)),
     ]
-    rows = []
-    for name, disp, call in cases:
-        h0, m0 = dispatcher_counts(disp)
-        n_sig0 = len(disp.signatures)
-        t0 = time.perf_counter()
-        call()
-        first = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        call()
-        second = time.perf_counter() - t0
-        h1, m1 = dispatcher_counts(disp)
-        if n_sig0:
-            how = "already compiled in this process"
-        elif h1 > h0:
-            how = "cache load (on-disk cache hit)"
-        elif m1 > m0:
-            how = "cold compile (cache miss)"
-        else:
-            how = "cold compile (no cache)"
-        rows.append([name, fmt_s(first), fmt_s(second), fmt_s(max(first - second, 0.0)), how])
-    return rows
+    return [compile_row(name, disp, call) for name, disp, call in cases]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +310,7 @@ def main(argv=None) -> int:
 
     # 2. speed
     print()
-    print(f"2. Speed (compilation excluded); ms/cell/core = wall * threads / cells")
+    print("2. Speed (compilation excluded); ms/cell/core = wall * threads / cells")
     print(f"  VC: {args.protocol}, {protocol.duration_ms:g} ms, I_total every "
           f"{protocol.sample_interval_ms:g} ms ({protocol.n_samples} samples/cell)")
     print(f"  CC: {CC_DURATION_MS / 1000:g} s spontaneous beating, V every {RECORD_MS:g} ms "
