@@ -94,6 +94,13 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .learn.cli_args import run_from_args
+
+    run_from_args(a)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cardiotwin", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -154,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
                                           "jobs/generate_population.py)")
     add_generate_arguments(gen)
     gen.set_defaults(func=_cmd_generate)
+
+    from .learn.cli_args import add_train_arguments
+
+    tr = sub.add_parser("train", help="train the parameter network on population store(s) "
+                                      "into a model artifact (same options as "
+                                      "jobs/train_model.py)")
+    add_train_arguments(tr)
+    tr.set_defaults(func=_cmd_train)
     return p
 
 

@@ -1,0 +1,429 @@
+"""Population drug screen on Ray: cells around a twin x concentrations -> outcomes, EADs, APD90.
+
+``run_screen(config)`` samples the population (``cardiotwin.population`` sampling: cell i from
+(seed, i)), splits cells x concentrations into Ray tasks of ``batch_cells`` cells at one
+concentration (one batched numba call each, one CPU and one numba thread per task), analyses
+every trace in the task (:func:`cardiotwin.drugs.analysis.analyze_cell`) and returns only
+per-cell numbers and a few traces to the driver, which summarizes per concentration
+(:mod:`cardiotwin.drugs.summary`) and writes, when ``out_dir`` is set:
+
+- ``results.parquet``: one row per (cell, concentration): cell_id, concentration_nM, status,
+  outcome, reason, ead, n_eads, n_beats, n_full_aps, n_complete, apd90_ms, apd50_ms,
+  apd90_all_ms, cycle_length_ms, mdp_mV, peak_mV, v_median_mV, ead_max_mV, arrested;
+- ``cells.parquet``: cell_id and its 52 multipliers (float32, the simulated values);
+- ``traces.parquet``: the kept traces (concentration_nM, cell_id, outcome, dt_ms, v_mV,
+  ead_start_ms, ead_end_ms);
+- ``summary.json``: the configuration (with the drug's IC50s and sources), the per-concentration
+  summary, timing; written last: a directory with a summary is a finished screen;
+- ``dose_response.png``, ``apd90_violins.png``, ``ap_traces.png``.
+
+Each file is written to a temporary name and renamed (:mod:`cardiotwin.drugs.store`).
+Re-running a finished screen with the same settings returns it without simulating
+(``overwrite`` recomputes); a directory holding another screen or other files is refused.
+
+Ray: as :func:`cardiotwin.population.generate_population` (same ``ray.init`` and package
+shipping helpers): ``ray_address`` or ``$RAY_ADDRESS``, else a local cluster of ``num_cpus``.
+``use_ray=False`` runs the same tasks in this process (numba's threads, no Ray).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .analysis import FLOAT_KEYS, INT_KEYS, analyze_cell
+from .config import FORMAT, ScreenConfig
+from .config import add_screen_arguments  # noqa: F401  (re-exported for the CLI)
+from .store import (BOOL_KEYS, FIGURES, FILES, STR_KEYS, SUMMARY, ScreenResult,
+                    check_out_dir, load_screen, make_tables, write_parquet)
+from .summary import arrested_flags, summarize
+
+__all__ = ["ScreenResult", "add_screen_arguments", "list_drugs_text", "load_screen",
+           "run_from_args", "run_screen", "simulate_block"]
+
+
+# ---- the task -------------------------------------------------------------------------------
+
+def _stimulus(t_ms: np.ndarray, ctx: dict[str, Any]) -> np.ndarray | None:
+    """The pacing current (pA/pF) on the recorded run's time axis (it starts after the
+    pre-pacing), or None when free-running."""
+    period = ctx["pacing_period_ms"]
+    if period is None:
+        return None
+    phase = np.mod(t_ms + ctx["prepace_ms"], period)
+    return np.where(phase < ctx["pacing_width_ms"], ctx["pacing_amplitude"], 0.0)
+
+
+def simulate_block(ctx: dict[str, Any], cell_ids: np.ndarray, multipliers: np.ndarray,
+                   conc_index: int) -> dict[str, Any]:
+    """Simulate and analyse cells ``cell_ids`` (multipliers (n, 52) float32) at concentration
+    ``conc_index``: per-cell columns, kept traces, and seconds spent (the Ray task body)."""
+    t_start = time.perf_counter()
+    if ctx.get("single_thread"):
+        try:
+            import numba
+
+            numba.set_num_threads(1)
+        except Exception:  # noqa: BLE001 - only a performance setting
+            pass
+    from ..model.parameters import INFERRED_INDEX
+    from ..simulate import Pacing, simulate_current_clamp
+
+    conc = ctx["concentrations"][conc_index]
+    n = len(cell_ids)
+    base = np.repeat(np.asarray(ctx["twin_inputs"], dtype=np.float64)[None, :], n, axis=0)
+    base[:, INFERRED_INDEX] *= np.asarray(multipliers, dtype=np.float32).astype(np.float64)
+    inputs = ctx["drug"].apply(base, conc)
+    pacing = None
+    if ctx["pacing_period_ms"] is not None:
+        pacing = Pacing(period_ms=ctx["pacing_period_ms"], amplitude=ctx["pacing_amplitude"],
+                        width_ms=ctx["pacing_width_ms"])
+    t0 = time.perf_counter()
+    res = simulate_current_clamp(ctx["record_ms"], inputs, temperature_K=ctx["temperature_K"],
+                                 record_interval_ms=ctx["record_interval_ms"], pacing=pacing,
+                                 prepace_ms=ctx["prepace_ms"])
+    t1 = time.perf_counter()
+    i_stim = _stimulus(res.t_ms, ctx)
+    cols: dict[str, list] = {k: [] for k in (*STR_KEYS, *BOOL_KEYS, *INT_KEYS, *FLOAT_KEYS)}
+    traces = []
+    k_dec = max(1, int(round(ctx["trace_interval_ms"] / ctx["record_interval_ms"])))
+    n_keep = ctx["n_keep_traces"]
+    n_ead_kept = 0
+    for i in range(n):
+        r = analyze_cell(res.t_ms, res.v_mV[i], i_stim=i_stim,
+                         depolarized_mdp_mV=ctx["depolarized_mdp_mV"],
+                         ead_min_repolarization=ctx["ead_min_repolarization"], segments=True)
+        if res.unstable[i]:
+            r.update(status="unstable", outcome="unstable", ead=False, n_eads=0,
+                     reason="numerically unstable (non-finite state)")
+        for k in cols:
+            cols[k].append(r[k])
+        cid = int(cell_ids[i])
+        keep_ead = r["ead"] and n_ead_kept < n_keep
+        if n_keep and (keep_ead or cid < n_keep) and np.all(np.isfinite(res.v_mV[i])):
+            n_ead_kept += bool(keep_ead)
+            traces.append({"concentration_nM": conc, "cell_id": cid, "outcome": r["outcome"],
+                           "ead": r["ead"], "dt_ms": ctx["record_interval_ms"] * k_dec,
+                           "v_mV": res.v_mV[i, ::k_dec].astype(np.float32),
+                           "ead_start_ms": [s for s, _ in r["ead_segments"]],
+                           "ead_end_ms": [e for _, e in r["ead_segments"]]})
+    t2 = time.perf_counter()
+    out = {k: np.asarray(v) for k, v in cols.items()}
+    for k in INT_KEYS:
+        out[k] = out[k].astype(np.int32)
+    for k in FLOAT_KEYS:
+        out[k] = out[k].astype(np.float64)
+    out["ead"] = out["ead"].astype(bool)
+    return {"conc_index": conc_index, "cell_id": np.asarray(cell_ids, dtype=np.int64),
+            "columns": out, "traces": traces,
+            "seconds": {"setup": t0 - t_start, "simulate": t1 - t0, "analyze": t2 - t1},
+            "host": socket.gethostname(), "pid": os.getpid()}
+
+
+# ---- the driver -----------------------------------------------------------------------------
+
+def _select_traces(traces: list[dict[str, Any]], n_keep: int) -> list[dict[str, Any]]:
+    """Per concentration: up to n_keep // 2 (at least 1) EAD cells, then the lowest cell ids."""
+    out = []
+    for c in sorted({t["concentration_nM"] for t in traces}):
+        here = sorted((t for t in traces if t["concentration_nM"] == c),
+                      key=lambda t: t["cell_id"])
+        ead = [t for t in here if t["ead"]][:max(1, n_keep // 2)]
+        ead_ids = {t["cell_id"] for t in ead}
+        rest = [t for t in here if t["cell_id"] not in ead_ids][:max(0, n_keep - len(ead))]
+        out += sorted(ead + rest, key=lambda t: t["cell_id"])
+    return out
+
+
+def _versions() -> dict[str, str]:
+    from ..population.generate import _versions as pop_versions
+
+    return pop_versions()
+
+
+def run_screen(config: ScreenConfig | dict[str, Any], progress: bool = True,
+               num_cpus: int | None = None, ray_address: str | None = None, *,
+               ship_package: str = "auto", use_ray: bool = True,
+               echo: Callable[[str], Any] | None = print,
+               on_progress: Callable[[int, int], Any] | None = None) -> ScreenResult:
+    """Run (or reopen) the drug screen of ``config`` and return it (:class:`ScreenResult`).
+
+    ``num_cpus``: size of a local Ray cluster started here; ``ray_address``: connect to this
+    cluster (default ``$RAY_ADDRESS``); ``ship_package``: auto / yes / no (as population
+    generation); ``use_ray``: False runs in this process; ``echo``: where the summary lines go
+    (None: silent); ``progress``: a tqdm bar on stderr; ``on_progress(done, total)``: called
+    with the simulations done after each task (e.g. for a status endpoint).
+    """
+    cfg = config if isinstance(config, ScreenConfig) else ScreenConfig.create(**config)
+    from ..population.generate import ray_runtime_env, sample_population
+
+    ray_runtime_env(ship_package, ray_address)          # validates ship_package
+    drug = cfg.resolve_drug()
+    identity = cfg.identity()
+    chash = cfg.config_hash()
+    out = Path(cfg.out_dir).resolve() if cfg.out_dir is not None else None
+    if out is not None:
+        prev = check_out_dir(out, chash, cfg.overwrite)
+        if prev is not None:
+            if echo:
+                echo(f"screen already finished in {out} (same settings): reusing it")
+            return load_screen(out)
+        out.mkdir(parents=True, exist_ok=True)
+
+    concs = list(cfg.concentrations_nM)
+    mult = sample_population(cfg.sampler, cfg.n_cells, cfg.spread, cfg.seed)
+    cell_ids = np.arange(cfg.n_cells, dtype=np.int64)
+    ctx = {"drug": drug, "concentrations": concs, "twin_inputs": cfg.twin_inputs(),
+           "temperature_K": cfg.temperature_K, "prepace_ms": cfg.prepace_ms,
+           "record_ms": cfg.record_ms, "record_interval_ms": cfg.record_interval_ms,
+           "pacing_period_ms": cfg.pacing_period_ms, "pacing_amplitude": cfg.pacing_amplitude,
+           "pacing_width_ms": cfg.pacing_width_ms, "depolarized_mdp_mV": cfg.depolarized_mdp_mV,
+           "ead_min_repolarization": cfg.ead_min_repolarization,
+           "n_keep_traces": cfg.n_keep_traces, "trace_interval_ms": cfg.trace_interval_ms,
+           "single_thread": use_ray}
+    bounds = [(a, min(cfg.n_cells, a + cfg.batch_cells))
+              for a in range(0, cfg.n_cells, cfg.batch_cells)]
+    work = [(ci, a, b) for a, b in bounds for ci in range(len(concs))]
+    n_sims = cfg.n_cells * len(concs)
+    if echo:
+        echo(f"{drug.name} at {', '.join(f'{c:g}' for c in concs)} nM on {cfg.n_cells} cells "
+             f"(+-{100 * cfg.spread:g}% around {cfg.twin_name}): {n_sims} simulations of "
+             f"{cfg.prepace_ms + cfg.record_ms:g} ms in {len(work)} tasks"
+             + (f" -> {out}" if out else ""))
+    t0 = time.perf_counter()
+    parts, n_cpus, threads, startup = _execute(ctx, work, mult, cell_ids, n_sims, progress,
+                                               use_ray, num_cpus, ray_address, ship_package,
+                                               on_progress)
+    wall = time.perf_counter() - t0 - startup
+
+    # ---- assemble (rows ordered by concentration, then cell id)
+    parts.sort(key=lambda p: (p["conc_index"], int(p["cell_id"][0])))
+    keys = parts[0]["columns"].keys()
+    columns = {k: np.concatenate([p["columns"][k] for p in parts]) for k in keys}
+    columns["cell_id"] = np.concatenate([p["cell_id"] for p in parts])
+    columns["concentration_nM"] = np.concatenate(
+        [np.full(len(p["cell_id"]), concs[p["conc_index"]]) for p in parts])
+    columns["arrested"] = arrested_flags(columns["cell_id"], columns["concentration_nM"],
+                                         columns["outcome"])
+    block = {c: drug.block_fractions(c) for c in concs}
+    per_conc = summarize(columns, concs, block)
+    traces = _select_traces([t for p in parts for t in p["traces"]], cfg.n_keep_traces)
+    secs = {k: sum(p["seconds"][k] for p in parts) for k in ("setup", "simulate", "analyze")}
+    busy = sum(secs.values()) * threads
+    import cardiotwin
+
+    summary: dict[str, Any] = {
+        "format": FORMAT, "status": "complete", "config": identity, "config_hash": chash,
+        "drug": drug.model_dump(mode="json"),
+        "population": {"n_cells": cfg.n_cells, "spread": cfg.spread,
+                       "range": [1 - cfg.spread, 1 + cfg.spread], "sampler": cfg.sampler,
+                       "seed": cfg.seed, "twin_name": cfg.twin_name,
+                       "cell": "twin inputs with the 52 inferred parameters x multipliers "
+                               "(float32), cell i from (seed, i)"},
+        "simulation": {"temperature_K": cfg.temperature_K, "prepace_ms": cfg.prepace_ms,
+                       "record_ms": cfg.record_ms, "record_interval_ms": cfg.record_interval_ms,
+                       "mode": ("free-running" if cfg.pacing_period_ms is None else
+                                f"paced every {cfg.pacing_period_ms:g} ms, "
+                                f"{cfg.pacing_amplitude:g} pA/pF for {cfg.pacing_width_ms:g} ms"),
+                       "initial_state": "model default at every (cell, concentration)"},
+        "analysis": {
+            "ead": "a complete beat re-depolarizes >= 3 mV above its running minimum for >= "
+                   "2 ms (cardiotwin.features thresholds) between its first crossing of peak - "
+                   "ead_min_repolarization x amplitude and its APD90 crossing; a cell has EADs "
+                   "when >= 1 beat does",
+            "ead_min_repolarization": cfg.ead_min_repolarization,
+            "depolarized_mdp_mV": cfg.depolarized_mdp_mV,
+            "apd90": "median over complete full APs (MDP <= depolarized_mdp_mV) per cell",
+            "denominators": "EAD incidence and outcome fractions over analyzed (not unstable) "
+                            "cells; arrested over cells beating at the lowest concentration"},
+        "concentrations": per_conc,
+        "timing": {"wall_s": round(wall, 3), "startup_s": round(startup, 3),
+                   "n_simulations": n_sims,
+                   "simulated_ms_each": cfg.prepace_ms + cfg.record_ms,
+                   "simulations_per_s": round(n_sims / wall, 3) if wall > 0 else None,
+                   "cpus": n_cpus, "threads_per_task": threads,
+                   "task_seconds": {k: round(v, 3) for k, v in secs.items()},
+                   "simulations_per_s_per_busy_core": round(n_sims / busy, 3) if busy else None,
+                   "simulations_per_s_per_cpu": round(n_sims / (wall * n_cpus), 3)
+                   if wall > 0 else None},
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": cardiotwin.__version__, "versions": _versions(),
+        "files": dict(FILES),
+    }
+    results, cells, tr_table = make_tables(columns, cell_ids, mult, traces)
+    figures: dict[str, Path] = {}
+    if out is not None:
+        from ..population.store import write_json_atomic
+
+        (out / SUMMARY).unlink(missing_ok=True)      # an overwritten screen is unfinished
+        write_parquet(results, out / FILES["results"])
+        write_parquet(cells, out / FILES["cells"])
+        write_parquet(tr_table, out / FILES["traces"])
+        if cfg.figures:
+            figures = write_figures(summary, columns, traces, out)
+            summary["figures"] = {k: p.name for k, p in figures.items()}
+        write_json_atomic(out / SUMMARY, summary)
+    if echo:
+        for line in report_lines(summary):
+            echo(line)
+    return ScreenResult(summary, results, cells, traces, out, figures)
+
+
+def write_figures(summary: dict[str, Any], columns: dict[str, np.ndarray],
+                  traces: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    """The three figures into ``out`` (each written to a temporary name, then renamed)."""
+    from . import figures as F
+
+    made = {}
+    jobs = {"dose_response": lambda p: F.dose_response(summary, p),
+            "apd90_violins": lambda p: F.apd90_violins(summary, columns["concentration_nM"],
+                                                       columns["apd90_ms"], p),
+            "ap_traces": lambda p: F.trace_overlays(summary, traces, p)}
+    for name, fn in jobs.items():
+        path = out / FIGURES[name]
+        tmp = path.with_name(path.stem + ".tmp.png")
+        fn(tmp)
+        os.replace(tmp, path)
+        made[name] = path
+    return made
+
+
+def report_lines(summary: dict[str, Any]) -> list[str]:
+    """A plain-text table of the per-concentration summary."""
+    lines = [f"{'conc (nM)':>9}  {'EAD % [95% CI]':>20}  {'APD90 ms mean+-SD (n)':>24}  "
+             f"{'paired mean':>11}  {'beat':>5}  {'arrest':>6}  {'quiesc':>6}  {'non-rep':>7}"]
+
+    def pct(x):
+        return "  -  " if x is None else f"{100 * x:5.1f}"
+
+    for r in summary["concentrations"]:
+        a, p = r["apd90_ms"], r["apd90_paired_ms"]
+        ci = r["ead_ci"]
+        ead = ("-" if r["ead_incidence"] is None else
+               f"{100 * r['ead_incidence']:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]")
+        apd = ("-" if a["mean"] is None else
+               f"{a['mean']:.0f} +- {'-' if a['sd'] is None else format(a['sd'], '.0f')} "
+               f"({a['n']})")
+        lines.append(f"{r['concentration_nM']:>9g}  {ead:>20}  {apd:>24}  "
+                     f"{'-' if p['mean'] is None else format(p['mean'], '.0f'):>11}  "
+                     f"{pct(r['fraction_beating']):>5}  {pct(r['fraction_arrested']):>6}  "
+                     f"{pct(r['fraction_quiescent']):>6}  "
+                     f"{pct(r['fraction_non_repolarizing']):>7}")
+    t = summary["timing"]
+    lines.append(f"{t['n_simulations']} simulations in {t['wall_s']:.1f} s (after "
+                 f"{t.get('startup_s', 0):.1f} s of start-up): "
+                 f"{t['simulations_per_s'] or 0:.1f}/s on {t['cpus']} CPU(s), "
+                 f"{t['simulations_per_s_per_busy_core'] or 0:.1f}/s per busy core")
+    lines.insert(1, "  (APD90 of full APs; paired mean: the cells with one at every concentration;"
+                    " arrest: of the cells beating at the lowest concentration)")
+    return lines
+
+
+# ---- execution ------------------------------------------------------------------------------
+
+def _execute(ctx, work, mult, cell_ids, n_sims, progress, use_ray, num_cpus, ray_address,
+             ship_package, on_progress=None) -> tuple[list[dict[str, Any]], int, int, float]:
+    """Run the tasks; (results, CPUs used, numba threads per task, seconds spent starting Ray
+    and warming the kernel before the first task)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n_sims, unit="sim", disable=not progress, dynamic_ncols=True,
+               smoothing=0.1, desc="cells x concentrations")
+    done = [0]
+
+    def advance(n: int) -> None:
+        bar.update(n)
+        done[0] += n
+        if on_progress is not None:
+            on_progress(done[0], n_sims)
+
+    try:
+        if not use_ray:
+            import numba
+
+            parts = []
+            for ci, a, b in work:
+                parts.append(simulate_block(ctx, cell_ids[a:b], mult[a:b], ci))
+                advance(b - a)
+            return parts, numba.get_num_threads(), numba.get_num_threads(), 0.0
+        return _execute_ray(ctx, work, mult, cell_ids, advance, num_cpus, ray_address,
+                            ship_package)
+    finally:
+        bar.close()
+
+
+def _execute_ray(ctx, work, mult, cell_ids, advance, num_cpus, ray_address, ship_package):
+    import ray
+
+    from ..population.generate import _init_ray, ray_runtime_env
+
+    t0 = time.perf_counter()
+    started = _init_ray(num_cpus, ray_address, ship_package)
+    try:
+        if ray_runtime_env(ship_package, ray_address) is None:
+            _warm_kernel()
+        startup = time.perf_counter() - t0
+        n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        task = ray.remote(num_cpus=1, max_retries=2)(simulate_block).options(
+            runtime_env={"env_vars": {"NUMBA_NUM_THREADS": "1"}})
+        ctx_ref = ray.put(ctx)
+        pending = {task.remote(ctx_ref, cell_ids[a:b], mult[a:b], ci): b - a
+                   for ci, a, b in work}
+        parts = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                n = pending.pop(ref)
+                try:
+                    parts.append(ray.get(ref))
+                except Exception as exc:
+                    for r in pending:
+                        ray.cancel(r, force=True)
+                    raise RuntimeError(f"a screen task failed: {exc}") from exc
+                advance(n)
+        return parts, n_cpus, 1, startup
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _warm_kernel() -> None:
+    """Run the current-clamp kernel once on one cell here, so numba's on-disk cache is written
+    before the tasks start (instead of every worker compiling it at once after a change)."""
+    from ..simulate import simulate_current_clamp
+
+    simulate_current_clamp(1.0, None)
+
+
+
+def list_drugs_text(drug_file: str | os.PathLike | None = None) -> str:
+    """The catalog (and ``drug_file``'s drugs) as text: drug, current, IC50 (nM), Hill,
+    source."""
+    from .catalog import catalog
+
+    lines = []
+    for d in sorted(catalog(drug_file).values(), key=lambda d: d.name.lower()):
+        lines.append(d.name)
+        for b in d.blocks:
+            lines.append(f"  {b.current:<5} IC50 {b.ic50_nM:>12g} nM  Hill {b.hill:<6g} "
+                         f"{b.source}" + (f" [{b.note}]" if b.note else ""))
+    return "\n".join(lines)
+
+
+def run_from_args(a) -> ScreenResult | None:
+    """Run the screen described by arguments parsed with
+    :func:`cardiotwin.drugs.config.add_screen_arguments` (``--list-drugs``: print the catalog
+    and return None)."""
+    from .config import config_from_args
+
+    if a.list_drugs:
+        print(list_drugs_text(a.drug_file))
+        return None
+    return run_screen(config_from_args(a), progress=not a.no_progress, num_cpus=a.num_cpus,
+                      ray_address=a.ray_address, ship_package=a.ship_package)

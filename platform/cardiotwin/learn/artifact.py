@@ -1,0 +1,170 @@
+"""The model artifact: a directory with the Keras model and ``metadata.json``.
+
+Layout::
+
+    MODEL/model.keras                    the network (Keras 3 native format, any backend)
+    MODEL/metadata.json                  see below
+    MODEL/evaluation/metrics.json        test metrics (also in metadata.json)
+    MODEL/evaluation/parameter_errors.csv   per-parameter MAE, RMSE, R^2, identifiable
+    MODEL/evaluation/parameter_recovery.png predicted vs true, 52 panels
+
+``metadata.json`` (format ``cardiotwin.model/1``): ``parameter_names`` (output order),
+``registry_version``, ``protocol`` (canonical JSON) and ``protocol_hash``, ``data`` (store
+paths, their manifest hashes and config hashes, statuses, split sizes), ``input``
+(:class:`~cardiotwin.learn.dataset.InputTransform`), ``output``
+(:class:`~cardiotwin.learn.dataset.OutputScaling`), ``config`` (the TrainConfig),
+``training`` (epochs, best epoch, history, wall time, samples/s, backend, devices),
+``test_metrics`` and ``uncertainty`` (per-parameter test RMSE as a multiplier).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dataset import InputTransform, OutputScaling
+
+FORMAT = "cardiotwin.model/1"
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+
+
+class ProtocolMismatchError(ValueError):
+    """A trace or store recorded with another protocol than the model's."""
+
+
+def check_protocol_hash(found: str, expected: str, what: str) -> None:
+    """Refuse ``what`` (a store, a recording) whose protocol hash is not the model's."""
+    if found != expected:
+        raise ProtocolMismatchError(
+            f"{what}: protocol {found[:12]}… does not match the model's protocol "
+            f"{expected[:12]}…; the model only reads traces of the protocol it was trained on")
+
+
+@dataclass
+class ParameterEstimator:
+    """A trained network with its transforms: I_total traces -> 52 multipliers."""
+
+    model: Any
+    metadata: dict[str, Any]
+    path: Path
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.metadata["parameter_names"])
+
+    @property
+    def protocol_hash(self) -> str:
+        return self.metadata["protocol_hash"]
+
+    @property
+    def protocol(self):
+        from ..protocols import Protocol
+
+        return Protocol.from_json(self.metadata["protocol"])
+
+    @property
+    def transform(self) -> InputTransform:
+        return InputTransform.from_json(self.metadata["input"])
+
+    @property
+    def scaling(self) -> OutputScaling:
+        return OutputScaling.from_json(self.metadata["output"])
+
+    @property
+    def uncertainty(self) -> np.ndarray:
+        """Per-parameter RMSE on the test split, as a multiplier (52,)."""
+        return np.asarray(self.metadata["uncertainty"]["rmse_multiplier"], np.float64)
+
+    def __post_init__(self):
+        self._transform = self.transform
+        self._scaling = self.scaling
+
+    def predict_unit(self, x: np.ndarray) -> np.ndarray:
+        """Network outputs on the [0, 1] scale for normalized inputs (n, n_inputs)."""
+        import keras
+
+        out = self.model(np.asarray(x, np.float32), training=False)
+        return np.asarray(keras.ops.convert_to_numpy(out), np.float64)
+
+    def predict(self, i_total: np.ndarray, protocol_hash: str, *,
+                at: str = "protocol") -> np.ndarray:
+        """Multipliers (n, 52) for I_total traces in pA/pF (n, n_samples) or (n_samples,),
+        sampled at the protocol's interval (``at="protocol"``, as recorded) or at the store's
+        (``at="stored"``). ``protocol_hash``: the traces' protocol; another protocol than the
+        model's is refused (ProtocolMismatchError)."""
+        check_protocol_hash(protocol_hash, self.protocol_hash, "trace")
+        x = np.atleast_2d(np.asarray(i_total, np.float32))
+        if not np.all(np.isfinite(x)):
+            raise ValueError("I_total contains NaN or inf values")
+        if at == "protocol":
+            xin = self._transform.from_protocol_rate(x)
+        elif at == "stored":
+            xin = self._transform.from_stored(x)
+        else:
+            raise ValueError(f"at must be 'protocol' or 'stored', found {at!r}")
+        return self._scaling.from_unit(self.predict_unit(xin))
+
+
+def save_artifact(out_dir: str | Path, model, metadata: dict[str, Any],
+                  extra_files: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Write the artifact atomically: into a temporary sibling directory, then renamed.
+    ``extra_files``: relative path -> callable(path) writing that file. An existing
+    ``out_dir`` is refused unless ``overwrite``."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out}: exists; choose another --out or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save(tmp / MODEL_FILE)
+        for rel, write in (extra_files or {}).items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            write(tmp / rel)
+        with open(tmp / METADATA_FILE, "w") as f:
+            json.dump({"format": FORMAT, **metadata}, f, indent=1)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The artifact's metadata.json (ValueError naming the problem)."""
+    p = Path(path) / METADATA_FILE
+    if not p.is_file():
+        raise ValueError(f"{path}: not a model artifact (no {METADATA_FILE})")
+    try:
+        meta = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: invalid JSON ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{p}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    from ..model.parameters import INFERRED_NAMES
+
+    if meta.get("parameter_names") != list(INFERRED_NAMES):
+        raise ValueError(f"{p}: parameter_names differ from this registry's 52 inferred "
+                         "parameters (a model of another registry version)")
+    return meta
+
+
+def load_estimator(path: str | Path) -> ParameterEstimator:
+    """Load a model artifact directory."""
+    import keras
+
+    meta = read_metadata(path)
+    mp = Path(path) / MODEL_FILE
+    if not mp.is_file():
+        raise ValueError(f"{path}: model artifact without {MODEL_FILE}")
+    model = keras.saving.load_model(mp, compile=False)
+    return ParameterEstimator(model, meta, Path(path))

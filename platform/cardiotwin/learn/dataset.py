@@ -1,0 +1,237 @@
+"""Training data from population stores: deterministic 70:10:20 split by cell_id, the network's
+input transform (block averaging and per-time-point standardization, fitted on the training
+split only) and the output scaling of multipliers to [0, 1] over the sampling range.
+
+The split depends only on the cell_id (a 64-bit mix of it, then thresholds 0.7 and 0.8), so a
+cell is in the same split whatever the store's size, sharding or order, and a larger store of
+the same seed keeps every test cell of a smaller one in its test split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
+_SALT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def split_of(cell_ids: np.ndarray) -> np.ndarray:
+    """The split of each cell (0 train, 1 validation, 2 test), from its cell_id alone."""
+    z = np.asarray(cell_ids, dtype=np.int64).astype(np.uint64) + _SALT
+    with np.errstate(over="ignore"):  # splitmix64: wrapping 64-bit arithmetic is intended
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return np.searchsorted(np.cumsum(SPLIT_FRACTIONS)[:-1], u, side="right").astype(np.int8)
+
+
+def pool(x: np.ndarray, k: int) -> np.ndarray:
+    """(n, n_samples) -> (n, ceil(n_samples / k)) float32 block means (last block shorter)."""
+    from ..population.generate import decimate
+
+    return decimate(np.asarray(x, dtype=np.float32), int(k), "mean")
+
+
+@dataclass(frozen=True)
+class InputTransform:
+    """Stored I_total (pA/pF) -> network input: block means of ``pool`` samples, then
+    ``(x - mean) / scale`` per input. ``store_decimation`` (factor, method) maps a trace at the
+    protocol's full sample rate onto the store's samples first."""
+
+    pool: int
+    mean: np.ndarray
+    scale: np.ndarray
+    n_stored: int
+    store_decimation: tuple[int, str | None] = (1, None)
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.mean)
+
+    def from_stored(self, i_total: np.ndarray) -> np.ndarray:
+        """Network input (n, n_inputs) float32 of stored-rate traces (n, n_stored)."""
+        x = np.atleast_2d(np.asarray(i_total, dtype=np.float32))
+        if x.shape[1] != self.n_stored:
+            raise ValueError(f"I_total: expected {self.n_stored} samples per trace, found "
+                             f"{x.shape[1]}")
+        return self.normalize(pool(x, self.pool))
+
+    def from_protocol_rate(self, i_total: np.ndarray) -> np.ndarray:
+        """Network input of traces sampled at the protocol's own interval (as recorded)."""
+        from ..population.generate import decimate
+
+        k, method = self.store_decimation
+        x = np.atleast_2d(np.asarray(i_total, dtype=np.float32))
+        if k > 1:
+            expected = (self.n_stored - 1) * k + 1, self.n_stored * k
+            if not expected[0] <= x.shape[1] <= expected[1]:
+                raise ValueError(f"I_total: expected {expected[0]}..{expected[1]} samples at "
+                                 f"the protocol's rate, found {x.shape[1]}")
+            x = decimate(x, k, method or "mean")
+        return self.from_stored(x)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pool": self.pool, "n_stored": self.n_stored,
+                "store_decimation_factor": self.store_decimation[0],
+                "store_decimation": self.store_decimation[1],
+                "transform": "block mean of `pool` stored samples, then (x - mean) / scale",
+                "mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "InputTransform":
+        return cls(int(d["pool"]), np.asarray(d["mean"], np.float32),
+                   np.asarray(d["scale"], np.float32), int(d["n_stored"]),
+                   (int(d["store_decimation_factor"]), d["store_decimation"]))
+
+    def normalize(self, pooled: np.ndarray) -> np.ndarray:
+        """Network input of traces already block-averaged by ``pool``."""
+        return ((pooled - self.mean) / self.scale).astype(np.float32)
+
+    @classmethod
+    def fit(cls, pooled_train: np.ndarray, pool_k: int, n_stored: int,
+            store_decimation: tuple[int, str | None] = (1, None)) -> "InputTransform":
+        """Per-input mean and SD of the pooled training traces; SDs below 1e-3 of the median
+        SD are raised to it (inputs that hardly vary must not blow up)."""
+        x = np.asarray(pooled_train, np.float64)
+        mean, sd = x.mean(axis=0), x.std(axis=0)
+        floor = max(1e-3 * float(np.median(sd)), 1e-6)
+        return cls(int(pool_k), mean.astype(np.float32), np.maximum(sd, floor).astype(np.float32),
+                   int(n_stored), store_decimation)
+
+
+@dataclass(frozen=True)
+class OutputScaling:
+    """Multipliers <-> [0, 1]: y = (m - low) / (high - low), per parameter."""
+
+    low: np.ndarray
+    high: np.ndarray
+
+    def to_unit(self, m: np.ndarray) -> np.ndarray:
+        return ((np.asarray(m, np.float64) - self.low) / (self.high - self.low)).astype(np.float32)
+
+    def from_unit(self, y: np.ndarray) -> np.ndarray:
+        return np.asarray(y, np.float64) * (self.high - self.low) + self.low
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scaling": "y = (multiplier - low) / (high - low)",
+                "low": self.low.tolist(), "high": self.high.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "OutputScaling":
+        return cls(np.asarray(d["low"], np.float64), np.asarray(d["high"], np.float64))
+
+
+def manifest_hash(manifest: dict[str, Any]) -> str:
+    """sha256 of a store's data identity: its config hash, protocol hash and the shards (file,
+    rows). Stable across resumed runs (which rewrite run times in the manifest)."""
+    ident = {"config_hash": manifest.get("config_hash"),
+             "protocol_hash": manifest.get("protocol_hash"),
+             "shards": [[s["file"], s.get("rows_kept", s.get("n_rows"))]
+                        for s in manifest.get("shards", [])]}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Dataset:
+    """Arrays of one or more stores, split: ``i_total[s]`` (n_s, n_pooled) float32 pA/pF
+    (stored traces block-averaged by ``info["pool"]``),
+    ``multipliers[s]`` (n_s, 52) float32, ``cell_ids[s]``, for s in SPLITS."""
+
+    i_total: dict[str, np.ndarray]
+    multipliers: dict[str, np.ndarray]
+    cell_ids: dict[str, np.ndarray]
+    info: dict[str, Any]
+
+    def sizes(self) -> dict[str, int]:
+        return {s: len(self.cell_ids[s]) for s in SPLITS}
+
+
+def _check_compatible(stores: list) -> None:
+    first = stores[0]
+    for s in stores[1:]:
+        for what, a, b in (("protocol_hash", first.protocol_hash, s.protocol_hash),
+                           ("parameter_names", first.parameter_names, s.parameter_names),
+                           ("i_total", first.manifest["i_total"], s.manifest["i_total"]),
+                           ("sampling range", first.manifest["sampling"]["range"],
+                            s.manifest["sampling"]["range"])):
+            if a != b:
+                raise ValueError(f"stores {first.path} and {s.path} differ in {what}: "
+                                 f"{str(a)[:80]} vs {str(b)[:80]}; train on stores of one "
+                                 "protocol and sampling")
+
+
+def load_dataset(stores, pool_k: int = 1, statuses=("ok",), protocol_hash: str | None = None,
+                 max_cells: int | None = None, batch_size: int = 4096) -> Dataset:
+    """Read the cells of ``statuses`` from population stores (paths or opened stores) into
+    split arrays, streaming shard by shard and block-averaging each trace by ``pool_k``
+    stored samples as it is read. ``protocol_hash``: refuse stores made with
+    another protocol. ``max_cells``: only cells with cell_id < max_cells (the first cells of a
+    seed; the split of each cell does not change)."""
+    import pyarrow.dataset as pads
+
+    from ..model.parameters import INFERRED_NAMES
+    from ..population.store import PopulationStore, list_to_numpy, open_store
+
+    if isinstance(stores, (str, bytes)) or not isinstance(stores, (list, tuple)):
+        stores = [stores]
+    if not stores:
+        raise ValueError("no population store given")
+    stores = [s if isinstance(s, PopulationStore) else open_store(s) for s in stores]
+    _check_compatible(stores)
+    if protocol_hash is not None and stores[0].protocol_hash != protocol_hash:
+        raise ValueError(f"{stores[0].path}: the store was simulated with protocol "
+                         f"{stores[0].protocol_hash[:12]}…, expected {protocol_hash[:12]}… "
+                         "(another protocol); generate a store with the model's protocol")
+    if stores[0].parameter_names != list(INFERRED_NAMES):
+        raise ValueError(f"{stores[0].path}: parameter_names differ from this registry's 52 "
+                         "inferred parameters (another registry version)")
+    expr = pads.field("status").isin(list(statuses))
+    if max_cells is not None:
+        expr = expr & (pads.field("cell_id") < int(max_cells))
+    parts: dict[str, list] = {k: [] for k in ("cell_id", "multipliers", "I_total")}
+    for st in stores:
+        for b in st.iter_batches(["cell_id", "multipliers", "I_total"], batch_size, expr):
+            parts["cell_id"].append(b.column("cell_id").to_numpy())
+            parts["multipliers"].append(list_to_numpy(b.column("multipliers")))
+            parts["I_total"].append(pool(list_to_numpy(b.column("I_total")), pool_k))
+    n_stored = stores[0].manifest["i_total"]["n_samples"]
+    ids = np.concatenate(parts["cell_id"]) if parts["cell_id"] else np.zeros(0, np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("the stores share cell_ids (same seed twice?): a cell would be "
+                         "counted twice and could land in two splits")
+    m = (np.concatenate(parts["multipliers"]) if parts["multipliers"]
+         else np.zeros((0, len(INFERRED_NAMES)), np.float32))
+    x = (np.concatenate(parts["I_total"]) if parts["I_total"]
+         else np.zeros((0, -(-n_stored // pool_k)), np.float32))
+    if not np.all(np.isfinite(x)):
+        raise ValueError("I_total contains NaN or inf values in the stores")
+    order = np.argsort(ids, kind="stable")
+    ids, m, x = ids[order], m[order], x[order]
+    sp = split_of(ids)
+    sizes = {s: int(np.sum(sp == i)) for i, s in enumerate(SPLITS)}
+    if min(sizes["train"], sizes["val"], sizes["test"]) < 1:
+        raise ValueError(f"too few cells of status {list(statuses)} to split 70:10:20: "
+                         f"{sizes} (need at least one per split)")
+    it = stores[0].manifest["i_total"]
+    info = {"stores": [str(s.path) for s in stores],
+            "manifest_hashes": [manifest_hash(s.manifest) for s in stores],
+            "config_hashes": [s.manifest.get("config_hash") for s in stores],
+            "protocol_hash": stores[0].protocol_hash, "protocol": stores[0].manifest["protocol"],
+            "registry_version": stores[0].manifest.get("registry_version"),
+            "sampling_range": list(stores[0].manifest["sampling"]["range"]),
+            "statuses": list(statuses), "max_cells": max_cells, "split_sizes": sizes,
+            "pool": int(pool_k), "n_stored": int(n_stored),
+            "store_decimation": (int(it["decimation_factor"]), it["decimation"]),
+            "i_total": {k: it[k] for k in ("n_samples", "sample_interval_ms",
+                                           "source_n_samples", "decimation_factor",
+                                           "decimation")}}
+    return Dataset({s: x[sp == i] for i, s in enumerate(SPLITS)},
+                   {s: m[sp == i] for i, s in enumerate(SPLITS)},
+                   {s: ids[sp == i] for i, s in enumerate(SPLITS)}, info)

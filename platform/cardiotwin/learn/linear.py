@@ -1,0 +1,64 @@
+"""Closed-form pieces of the ``ridge_mlp`` network: ridge regression (its linear part) and
+PCA whitening (the input of its nonlinear part), both from the eigendecomposition of the
+training inputs' covariance (d x d, whatever the number of cells)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RIDGE_LAMBDAS = tuple(10.0 ** np.arange(-7, 3.5, 0.5))  # relative to the mean eigenvalue
+
+
+@dataclass(frozen=True)
+class Covariance:
+    """Eigendecomposition of the centred training inputs: ``X - mean = ...``; eigenvalues
+    ``evals`` (descending) of ``Xc.T @ Xc / n`` and eigenvectors ``evecs`` (columns)."""
+
+    mean: np.ndarray
+    evals: np.ndarray
+    evecs: np.ndarray
+    n: int
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> "Covariance":
+        x = np.asarray(x, np.float64)
+        mean = x.mean(axis=0)
+        xc = x - mean
+        e, v = np.linalg.eigh(xc.T @ xc / len(x))
+        order = np.argsort(e)[::-1]
+        return cls(mean, np.maximum(e[order], 0.0), v[:, order], len(x))
+
+
+def _ridge_path(cov: Covariance, x: np.ndarray, y: np.ndarray, lambdas):
+    """Ridge solutions ``y ~ x @ W + b`` (penalty ``lam * n`` on |W|^2) for each lambda."""
+    xc = np.asarray(x, np.float64) - cov.mean
+    ym = y.mean(axis=0)
+    proj = cov.evecs.T @ (xc.T @ (y - ym)) / len(x)          # (d, p) in the eigenbasis
+    for lam in lambdas:
+        w = cov.evecs @ (proj / (cov.evals + lam)[:, None])
+        yield lam, w, ym - cov.mean @ w
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+              cov: Covariance | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ridge regression with the penalty chosen on the validation split from
+    :data:`RIDGE_LAMBDAS` x the mean eigenvalue. Returns (W (d, p), b (p,), lambda)."""
+    cov = cov or Covariance.fit(x)
+    scale = float(np.mean(cov.evals)) or 1.0
+    best = None
+    for lam, w, b in _ridge_path(cov, x, y, [rel * scale for rel in RIDGE_LAMBDAS]):
+        mse = float(np.mean((x_val @ w + b - y_val) ** 2))
+        if best is None or mse < best[0]:
+            best = (mse, w, b, lam)
+    return best[1], best[2], best[3]
+
+
+def whitening(cov: Covariance, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA whitening to the top ``k`` components: z = x @ W + b has unit variance per
+    component on the training data. Returns (W (d, k), b (k,))."""
+    k = int(min(k, len(cov.evals)))
+    sd = np.sqrt(np.maximum(cov.evals[:k], 1e-12 * max(cov.evals[0], 1e-30)))
+    w = cov.evecs[:, :k] / sd
+    return w, -cov.mean @ w
