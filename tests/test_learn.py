@@ -7,8 +7,6 @@ cluster of 2 CPUs.
 """
 
 import json
-import os
-
 import numpy as np
 import pytest
 
@@ -21,51 +19,28 @@ from cardiotwin.learn.dataset import (InputTransform, OutputScaling, load_datase
                                       split_of)
 from cardiotwin.learn.networks import build_network  # noqa: E402
 from cardiotwin.learn.train import load_prepared, predict_unit, train_model  # noqa: E402
-from cardiotwin.population import GenerationConfig, generate_population  # noqa: E402
 from cardiotwin.protocols import builtin_protocol  # noqa: E402
 
-STATUSES = ("ok", "quiescent", "non_repolarizing")
+from conftest import R20_STATUSES as STATUSES, generate_r20  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ.pop("RAY_ADDRESS", None)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
-def _generate(out, **kw):
-    base = dict(n_cells=1500, spread=0.2, seed=11, ap_duration_ms=1000.0, keep_rejected=True,
-                decimate_to_hz=1000.0, shard_size=500, n_workers=2, out_dir=str(out))
-    base.update(kw)
-    return generate_population(GenerationConfig(**base), progress=False, echo=None)
+def store(r20_store):
+    return r20_store
 
 
 @pytest.fixture(scope="module")
-def store(ray_cluster, tmp_path_factory):
-    return _generate(tmp_path_factory.mktemp("pop") / "r20")
-
-
-@pytest.fixture(scope="module")
-def other_store(ray_cluster, tmp_path_factory):
+def other_store(ray_session, tmp_path_factory):
     """A store simulated with another protocol (a short step protocol)."""
     p = tmp_path_factory.mktemp("proto") / "short.csv"
     p.write_text("duration_ms,v_start_mV,v_end_mV\n50,-80,-80\n100,-40,-40\n")
-    return _generate(tmp_path_factory.mktemp("pop") / "other", n_cells=40, protocol=str(p),
-                     decimate_to_hz=None, shard_size=40)
+    return generate_r20(tmp_path_factory.mktemp("pop") / "other", n_cells=40,
+                        protocol=str(p), decimate_to_hz=None, shard_size=40)
 
 
 @pytest.fixture(scope="module")
-def trained(store, tmp_path_factory):
-    cfg = preset("ridge_mlp", input_pool=1, epochs=40, patience=8, statuses=STATUSES)
-    out = tmp_path_factory.mktemp("models") / "ridge_mlp"
-    meta = train_model(store.path, out, cfg, protocol=builtin_protocol("protocol_a"),
-                       log=lambda s: None)
-    return cfg, out, meta
+def trained(r20_model):
+    return r20_model
 
 
 def test_split_depends_only_on_cell_id():

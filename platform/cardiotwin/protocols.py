@@ -31,6 +31,10 @@ TEMPERATURE_RANGE_K = (250.0, 330.0)
 _REL_TOL = 1e-9
 
 
+class ProtocolMismatchError(ValueError):
+    """Data (a store, a recording, a trace) of another protocol than the one required."""
+
+
 @dataclass(frozen=True)
 class Segment:
     """One piece of the command: ``duration_ms`` (ms) from ``v_start_mV`` to ``v_end_mV`` (mV).

@@ -29,15 +29,17 @@ from typing import Any
 
 import numpy as np
 
+from ..protocols import ProtocolMismatchError
 from .dataset import InputTransform, OutputScaling
+
+__all__ = ["ParameterEstimator", "ProtocolMismatchError", "check_protocol_hash",
+           "load_estimator", "read_metadata", "save_artifact"]
 
 FORMAT = "cardiotwin.model/1"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 
 
-class ProtocolMismatchError(ValueError):
-    """A trace or store recorded with another protocol than the model's."""
 
 
 def check_protocol_hash(found: str, expected: str, what: str) -> None:
@@ -99,7 +101,8 @@ class ParameterEstimator:
         """Multipliers (n, 52) for I_total traces in pA/pF (n, n_samples) or (n_samples,),
         sampled at the protocol's interval (``at="protocol"``, as recorded) or at the store's
         (``at="stored"``). ``protocol_hash``: the traces' protocol; another protocol than the
-        model's is refused (ProtocolMismatchError)."""
+        model's is refused (ProtocolMismatchError). Outputs are clipped to the training
+        range (the sampling range of the store): the network does not extrapolate."""
         check_protocol_hash(protocol_hash, self.protocol_hash, "trace")
         x = np.atleast_2d(np.asarray(i_total, np.float32))
         if not np.all(np.isfinite(x)):
@@ -110,7 +113,7 @@ class ParameterEstimator:
             xin = self._transform.from_stored(x)
         else:
             raise ValueError(f"at must be 'protocol' or 'stored', found {at!r}")
-        return self._scaling.from_unit(self.predict_unit(xin))
+        return self._scaling.from_unit(np.clip(self.predict_unit(xin), 0.0, 1.0))
 
 
 def save_artifact(out_dir: str | Path, model, metadata: dict[str, Any],

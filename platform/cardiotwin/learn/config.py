@@ -50,6 +50,10 @@ class TrainConfig(BaseModel):
                                                 "validation loss")
     input_pool: int = Field(10, ge=1, description="average this many stored samples per "
                                                   "network input")
+    input_noise_pA_per_pF: float = Field(
+        0.5, ge=0.0, description="recording noise SD (pA/pF per 0.1 ms sample) the network "
+                                 "must tolerate: enters the input scaling, the ridge penalty "
+                                 "and a noisy copy of the training inputs for the MLP")
     seed: int = Field(0, ge=0, description="weights initialization and shuffling")
     statuses: tuple[str, ...] = Field(("ok",), description="train on cells of these statuses")
 

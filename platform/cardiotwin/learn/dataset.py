@@ -96,14 +96,24 @@ class InputTransform:
 
     @classmethod
     def fit(cls, pooled_train: np.ndarray, pool_k: int, n_stored: int,
-            store_decimation: tuple[int, str | None] = (1, None)) -> "InputTransform":
-        """Per-input mean and SD of the pooled training traces; SDs below 1e-3 of the median
-        SD are raised to it (inputs that hardly vary must not blow up)."""
+            store_decimation: tuple[int, str | None] = (1, None),
+            noise_sd: float = 0.0) -> "InputTransform":
+        """Per-input mean and scale of the pooled training traces: scale = sqrt(SD^2 +
+        noise_sd^2) (``noise_sd``: the recording noise per input, pA/pF), at least 1e-3 of
+        the median SD. Inputs that hardly vary across cells must not turn recording noise
+        into huge normalized values."""
         x = np.asarray(pooled_train, np.float64)
         mean, sd = x.mean(axis=0), x.std(axis=0)
+        scale = np.sqrt(sd ** 2 + noise_sd ** 2)
         floor = max(1e-3 * float(np.median(sd)), 1e-6)
-        return cls(int(pool_k), mean.astype(np.float32), np.maximum(sd, floor).astype(np.float32),
-                   int(n_stored), store_decimation)
+        return cls(int(pool_k), mean.astype(np.float32),
+                   np.maximum(scale, floor).astype(np.float32), int(n_stored), store_decimation)
+
+    def noise_per_input(self, noise_pA_per_pF: float) -> np.ndarray:
+        """Normalized SD per input of white noise of ``noise_pA_per_pF`` per recorded sample,
+        after the block means of the store decimation and the pooling."""
+        n_avg = self.pool * self.store_decimation[0]
+        return (noise_pA_per_pF / np.sqrt(n_avg) / self.scale).astype(np.float32)
 
 
 @dataclass(frozen=True)

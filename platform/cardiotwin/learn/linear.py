@@ -22,11 +22,16 @@ class Covariance:
     n: int
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> "Covariance":
+    def fit(cls, x: np.ndarray, noise_sd: np.ndarray | None = None) -> "Covariance":
+        """``noise_sd``: SD of independent noise per input to expect on real inputs; its
+        variance is added to the diagonal (ridge on noisy inputs, in expectation)."""
         x = np.asarray(x, np.float64)
         mean = x.mean(axis=0)
         xc = x - mean
-        e, v = np.linalg.eigh(xc.T @ xc / len(x))
+        c = xc.T @ xc / len(x)
+        if noise_sd is not None:
+            c[np.diag_indices_from(c)] += np.asarray(noise_sd, np.float64) ** 2
+        e, v = np.linalg.eigh(c)
         order = np.argsort(e)[::-1]
         return cls(mean, np.maximum(e[order], 0.0), v[:, order], len(x))
 
@@ -44,7 +49,8 @@ def _ridge_path(cov: Covariance, x: np.ndarray, y: np.ndarray, lambdas):
 def fit_ridge(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
               cov: Covariance | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Ridge regression with the penalty chosen on the validation split from
-    :data:`RIDGE_LAMBDAS` x the mean eigenvalue. Returns (W (d, p), b (p,), lambda)."""
+    :data:`RIDGE_LAMBDAS` x the mean eigenvalue (``cov`` may carry the expected input noise).
+    Returns (W (d, p), b (p,), lambda)."""
     cov = cov or Covariance.fit(x)
     scale = float(np.mean(cov.evals)) or 1.0
     best = None

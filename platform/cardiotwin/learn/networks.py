@@ -34,12 +34,13 @@ def build_fc(cfg: TrainConfig, n_inputs: int, n_outputs: int, init=None):
 
 
 def ridge_mlp_init(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, x_val: np.ndarray,
-                   y_val: np.ndarray) -> dict[str, Any]:
+                   y_val: np.ndarray, noise_sd: np.ndarray | None = None) -> dict[str, Any]:
     """The fixed layers of ``ridge_mlp`` from the training (and validation) data: ridge
-    weights, penalty, and the PCA whitening."""
+    weights, penalty, and the PCA whitening; ``noise_sd`` (normalized, per input) the
+    recording noise they must tolerate."""
     from .linear import Covariance, fit_ridge, whitening
 
-    cov = Covariance.fit(x)
+    cov = Covariance.fit(x, noise_sd)
     w, b, lam = fit_ridge(x, y, x_val, y_val, cov)
     pw, pb = whitening(cov, cfg.pca_components)
     return {"ridge": (w.astype(np.float32), b.astype(np.float32)), "ridge_lambda": lam,

@@ -25,19 +25,24 @@ class Prepared:
     transform: InputTransform
     scaling: OutputScaling
     data: Dataset
+    noise_sd: np.ndarray | None = None
 
 
-def prepare(data: Dataset) -> Prepared:
-    """Fit the input transform on the training split and scale the outputs."""
+def prepare(data: Dataset, noise_pA_per_pF: float = 0.0) -> Prepared:
+    """Fit the input transform on the training split and scale the outputs.
+    ``noise_pA_per_pF``: recording noise SD per 0.1 ms sample (see TrainConfig)."""
     info = data.info
+    n_avg = info["pool"] * info["store_decimation"][0]
     transform = InputTransform.fit(data.i_total["train"], info["pool"], info["n_stored"],
-                                   tuple(info["store_decimation"]))
+                                   tuple(info["store_decimation"]),
+                                   noise_sd=noise_pA_per_pF / np.sqrt(n_avg))
     lo, hi = info["sampling_range"]
     p = data.multipliers["train"].shape[1]
     scaling = OutputScaling(np.full(p, lo, np.float64), np.full(p, hi, np.float64))
     x = {s: transform.normalize(v) for s, v in data.i_total.items()}
     y = {s: scaling.to_unit(v) for s, v in data.multipliers.items()}
-    return Prepared(x, y, transform, scaling, data)
+    noise = transform.noise_per_input(noise_pA_per_pF) if noise_pA_per_pF > 0 else None
+    return Prepared(x, y, transform, scaling, data, noise)
 
 
 def _devices() -> list[str]:
@@ -85,7 +90,7 @@ def fit_network(cfg: TrainConfig, prep: Prepared, log: Callable[[str], None] = p
     if cfg.architecture == "ridge_mlp":
         t0 = time.perf_counter()
         init = ridge_mlp_init(cfg, prep.x["train"], prep.y["train"], prep.x["val"],
-                              prep.y["val"])
+                              prep.y["val"], prep.noise_sd)
         if verbose:
             log(f"ridge fitted in {time.perf_counter() - t0:.1f} s (penalty "
                 f"{init['ridge_lambda']:.3g})")
@@ -93,8 +98,12 @@ def fit_network(cfg: TrainConfig, prep: Prepared, log: Callable[[str], None] = p
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                          restore_best_weights=True)
     cbs = [stop] + ([epoch_logger(n_train, log)] if verbose else []) + (extra_callbacks or [])
+    x_train = prep.x["train"]
+    if prep.noise_sd is not None:    # a noisy copy: the network must read noisy recordings
+        rng = np.random.default_rng(cfg.seed)
+        x_train = (x_train + rng.standard_normal(x_train.shape, np.float32) * prep.noise_sd)
     t0 = time.perf_counter()
-    hist = model.fit(prep.x["train"], prep.y["train"], batch_size=cfg.batch_size_for(n_train),
+    hist = model.fit(x_train, prep.y["train"], batch_size=cfg.batch_size_for(n_train),
                      epochs=cfg.epochs, validation_data=(prep.x["val"], prep.y["val"]),
                      callbacks=cbs, shuffle=True, verbose=0)
     wall = time.perf_counter() - t0
@@ -148,7 +157,7 @@ def load_prepared(stores, config: TrainConfig, *, protocol=None,
     want = getattr(protocol, "protocol_hash", protocol)
     if want is not None:
         check_protocol_hash(data.info["protocol_hash"], want, f"store {data.info['stores'][0]}")
-    return prepare(data)
+    return prepare(data, config.input_noise_pA_per_pF)
 
 
 def write_model_artifact(out_dir: str | Path, model, prep: Prepared, config: TrainConfig,

@@ -44,6 +44,7 @@ from typing import Any, BinaryIO, Sequence, Union
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .. import protocols
 from ..protocols import Protocol
 
 PathOrBytes = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -84,7 +85,7 @@ class RecordingError(ValueError):
         self.field = field
 
 
-class ProtocolMismatchError(RecordingError):
+class ProtocolMismatchError(RecordingError, protocols.ProtocolMismatchError):
     """The recording is not of the expected protocol (wrong length or command voltage).
 
     ``time_ms`` (protocol time), ``segment`` (index into protocol.segments), ``expected_mV`` and

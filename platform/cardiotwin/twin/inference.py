@@ -1,0 +1,189 @@
+"""From a voltage-clamp recording to a digital twin: the network's 52 parameters, the twin
+simulated under the model's protocol (residual against the recording: the fit diagnostic) and
+free-running (the twin's AP biomarkers), compared with a current-clamp recording of the same
+cell when one is given.
+
+Units: ms, mV, pA/pF, K. Timings of each stage are returned (``timings_s``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .recording import APRecording, Recording
+
+DEFAULT_AP_MS = 10_000.0
+DEFAULT_PREPACE_MS = 0.0
+COMPARED_BIOMARKERS = ("cycle_length_ms", "mdp_mV", "peak_mV", "amplitude_mV",
+                       "dvdt_max_V_per_s", "apd30_ms", "apd50_ms", "apd90_ms")
+
+
+@dataclass
+class Twin:
+    """A cell's twin. ``multipliers`` (52,) in ``names`` order; ``values`` the model parameter
+    values (baseline x multiplier, the registry's units); ``uncertainty`` per-parameter test
+    RMSE of the network (multiplier); ``fit`` the voltage-clamp diagnostic; ``biomarkers`` of the
+    twin's free-running AP; ``comparison`` twin vs recorded AP when given."""
+
+    names: list[str]
+    multipliers: np.ndarray
+    values: np.ndarray
+    uncertainty: np.ndarray
+    protocol_hash: str
+    temperature_K: float
+    fit: dict[str, float] = field(default_factory=dict)
+    status: str | None = None
+    biomarkers: dict[str, Any] = field(default_factory=dict)
+    comparison: dict[str, dict[str, float | None]] | None = None
+    traces: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    recording: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, figure: bool = False) -> dict[str, Any]:
+        """The twin as JSON-ready data (ARCHITECTURE.md twin contract); ``figure``: add the
+        twin figure as base64 PNG."""
+        out = {
+            "parameters": {n: {"value": float(v), "multiplier": float(m),
+                               "uncertainty_multiplier": float(u)}
+                           for n, v, m, u in zip(self.names, self.values, self.multipliers,
+                                                 self.uncertainty)},
+            "protocol_hash": self.protocol_hash, "temperature_K": self.temperature_K,
+            "fit": self.fit, "status": self.status, "biomarkers": _clean(self.biomarkers),
+            "comparison": self.comparison, "timings_s": self.timings_s,
+            "recording": self.recording,
+        }
+        if figure:
+            out["figure_png_base64"] = base64.b64encode(plot_twin(self)).decode()
+        return out
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (np.floating, float)):
+            out[k] = None if not np.isfinite(v) else float(v)
+        elif isinstance(v, (np.integer, np.bool_)):
+            out[k] = v.item()
+        else:
+            out[k] = v
+    return out
+
+
+def infer_multipliers(estimator, recording: Recording) -> np.ndarray:
+    """The network's multipliers (52,) for a recording already checked against the model's
+    protocol (``recording.protocol_hash`` set by :func:`~cardiotwin.twin.check_protocol`)."""
+    if recording.protocol_hash is None:
+        from .recording import check_protocol
+
+        recording = check_protocol(recording, estimator.protocol)
+    return estimator.predict(recording.current_pA_per_pF, recording.protocol_hash)[0]
+
+
+def fit_diagnostic(recorded: np.ndarray, simulated: np.ndarray) -> dict[str, float]:
+    """Residual of the twin's I_total against the recording (pA/pF): RMS, RMS relative to the
+    recording's RMS about its mean, and R^2."""
+    r = np.asarray(recorded, np.float64)
+    s = np.asarray(simulated, np.float64)
+    res = s - r
+    rms = float(np.sqrt(np.mean(res ** 2)))
+    spread = float(np.sqrt(np.mean((r - r.mean()) ** 2)))
+    return {"residual_rms_pA_per_pF": rms, "recording_rms_pA_per_pF": spread,
+            "relative_rms": rms / spread if spread > 0 else float("nan"),
+            "r2": 1.0 - rms ** 2 / spread ** 2 if spread > 0 else float("nan")}
+
+
+def make_twin(estimator, recording: Recording, *, temperature_K: float | None = None,
+              ap_duration_ms: float = DEFAULT_AP_MS, prepace_ms: float = DEFAULT_PREPACE_MS,
+              ap_recording: APRecording | None = None, simulate: bool = True) -> Twin:
+    """The twin of the cell of ``recording``. ``temperature_K``: of the free-running AP
+    (default: the protocol's). ``simulate=False``: parameters only (fast path)."""
+    from ..model.parameters import BASELINE, INFERRED_INDEX, inputs_from_multipliers
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if recording.protocol_hash != estimator.protocol_hash:
+        from .recording import check_protocol
+
+        recording = check_protocol(recording, estimator.protocol)
+    m = infer_multipliers(estimator, recording)
+    timings["inference"] = time.perf_counter() - t0
+    protocol = estimator.protocol
+    temp = float(temperature_K) if temperature_K is not None else protocol.temperature_K
+    names = estimator.names
+    twin = Twin(names, m, BASELINE[list(INFERRED_INDEX)] * m, estimator.uncertainty,
+                estimator.protocol_hash, temp, timings_s=timings, recording=recording.metadata())
+    if not simulate:
+        return twin
+    from ..features import analyze_trace, classify
+    from ..simulate import simulate_current_clamp, simulate_voltage_clamp
+
+    inputs = inputs_from_multipliers(m[None, :])
+    t1 = time.perf_counter()
+    vc = simulate_voltage_clamp(protocol, inputs)
+    twin.fit = fit_diagnostic(recording.current_pA_per_pF, vc.i_total[0])
+    t2 = time.perf_counter()
+    cc = simulate_current_clamp(ap_duration_ms, inputs, temperature_K=temp,
+                                record_interval_ms=0.1, prepace_ms=prepace_ms)
+    t3 = time.perf_counter()
+    feats = analyze_trace(cc.t_ms, cc.v_mV[0])
+    twin.status = ("unstable" if (vc.unstable[0] or cc.unstable[0])
+                   else classify(cc.t_ms, cc.v_mV[0])[0])
+    twin.biomarkers = feats.to_dict()
+    twin.traces = {"t_vc_ms": vc.t_ms, "i_twin": vc.i_total[0],
+                   "i_recorded": recording.current_pA_per_pF, "t_ap_ms": cc.t_ms,
+                   "v_twin_mV": cc.v_mV[0]}
+    if ap_recording is not None:
+        rec_feats = analyze_trace(ap_recording.t_ms, ap_recording.v_mV).to_dict()
+        twin.comparison = {k: {"twin": _num(twin.biomarkers.get(k)),
+                               "recorded": _num(rec_feats.get(k))}
+                           for k in COMPARED_BIOMARKERS}
+        twin.traces.update({"t_ap_rec_ms": ap_recording.t_ms, "v_rec_mV": ap_recording.v_mV})
+    t4 = time.perf_counter()
+    timings.update({"vc_simulation": t2 - t1, "ap_simulation": t3 - t2,
+                    "analysis": t4 - t3, "total": t4 - t0})
+    return twin
+
+
+def _num(v) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def plot_twin(twin: Twin) -> bytes:
+    """PNG: recorded vs twin I_total, and the twin's AP (with the recorded AP if given)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr = twin.traces
+    fig, (a, b) = plt.subplots(2, 1, figsize=(10, 6.5))
+    if "i_twin" in tr:
+        a.plot(tr["t_vc_ms"], tr["i_recorded"], color="0.6", lw=0.5, label="recorded")
+        a.plot(tr["t_vc_ms"], tr["i_twin"], color="C3", lw=0.7, label="twin")
+        lo, hi = np.percentile(tr["i_recorded"], [0.5, 99.5])
+        a.set_ylim(lo - 0.2 * (hi - lo), hi + 0.2 * (hi - lo))
+        a.set_title(f"voltage clamp: relative RMS residual {twin.fit['relative_rms']:.2f}")
+        b.plot(tr["t_ap_ms"], tr["v_twin_mV"], color="C3", lw=0.8, label="twin")
+    if "v_rec_mV" in tr:
+        b.plot(tr["t_ap_rec_ms"], tr["v_rec_mV"], color="0.4", lw=0.6, label="recorded")
+    a.set_xlabel("time (ms)")
+    a.set_ylabel("I_total (pA/pF)")
+    a.legend(loc="upper right", fontsize=8)
+    b.set_xlabel("time (ms)")
+    b.set_ylabel("V (mV)")
+    b.set_title(f"twin action potential at {twin.temperature_K:.0f} K: {twin.status}")
+    b.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,51 @@
+"""Shared fixtures: a local Ray cluster of 2 CPUs, a small +-20% population on protocol_a and
+a network trained on it (used by the learning and serving tests)."""
+
+import os
+
+import pytest
+
+R20_STATUSES = ("ok", "quiescent", "non_repolarizing")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    os.environ.pop("RAY_ADDRESS", None)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def generate_r20(out, **kw):
+    """1500 cells at +-20% on protocol_a, I_total at 1 kHz, 1 s classification run, every
+    status kept."""
+    from cardiotwin.population import GenerationConfig, generate_population
+
+    base = dict(n_cells=1500, spread=0.2, seed=11, ap_duration_ms=1000.0, keep_rejected=True,
+                decimate_to_hz=1000.0, shard_size=500, n_workers=2, out_dir=str(out))
+    base.update(kw)
+    return generate_population(GenerationConfig(**base), progress=False, echo=None)
+
+
+@pytest.fixture(scope="session")
+def r20_store(ray_session, tmp_path_factory):
+    return generate_r20(tmp_path_factory.mktemp("pop") / "r20")
+
+
+@pytest.fixture(scope="session")
+def r20_model(r20_store, tmp_path_factory):
+    """(config, artifact dir, metadata) of ridge_mlp trained on the store (noise-free)."""
+    from cardiotwin.learn import preset
+    from cardiotwin.learn.train import train_model
+    from cardiotwin.protocols import builtin_protocol
+
+    cfg = preset("ridge_mlp", input_pool=1, epochs=40, patience=8, statuses=R20_STATUSES,
+                 input_noise_pA_per_pF=0.0)
+    out = tmp_path_factory.mktemp("models") / "ridge_mlp"
+    meta = train_model(r20_store.path, out, cfg, protocol=builtin_protocol("protocol_a"),
+                       log=lambda s: None)
+    return cfg, out, meta

@@ -1,0 +1,157 @@
+"""The live twin service over real HTTP: a Ray Serve app on 127.0.0.1, the example ABF in,
+the twin out; malformed inputs get 4xx and the service keeps serving; a background screen."""
+
+import json
+import socket
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+requests = pytest.importorskip("requests")
+
+from conftest import R20_STATUSES  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def noisy_model(r20_store, tmp_path_factory):
+    """A network trained to read recordings with 0.5 pA/pF noise (as the example's)."""
+    from cardiotwin.learn import preset
+    from cardiotwin.learn.train import train_model
+
+    cfg = preset("ridge_mlp", input_pool=5, epochs=30, patience=6, statuses=R20_STATUSES,
+                 input_noise_pA_per_pF=0.5)
+    out = tmp_path_factory.mktemp("models") / "noisy"
+    train_model(r20_store.path, out, cfg, log=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    from cardiotwin.twin import write_example_recording
+
+    return write_example_recording(tmp_path_factory.mktemp("example"), seed=4, spread=0.2,
+                                   ap_duration_ms=3000.0, ap_prepace_ms=1000.0)
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, noisy_model, tmp_path_factory):
+    from ray import serve
+
+    from cardiotwin.serving import TwinDeployment
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = TwinDeployment.options(ray_actor_options={"num_cpus": 0.5}).bind(
+        model_dir=str(noisy_model), max_upload_mb=2.0, ap_duration_ms=3000.0,
+        screen_dir=str(tmp_path_factory.mktemp("screens")))
+    serve.run(app, name="cardiotwin", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+def test_health_and_model_info(service):
+    assert requests.get(f"{service}/health", timeout=30).json() == {"status": "ok"}
+    info = requests.get(f"{service}/model", timeout=30).json()
+    assert len(info["parameter_names"]) == 52
+    from cardiotwin.protocols import builtin_protocol
+
+    assert info["protocol_hash"] == builtin_protocol("protocol_a").protocol_hash
+
+
+def test_example_abf_round_trip_recovers_the_cell(service, example, noisy_model):
+    from cardiotwin.learn import load_estimator
+    from cardiotwin.twin.example import read_example_truth
+
+    with open(example.voltage_clamp_abf, "rb") as f:
+        r = requests.post(f"{service}/twin?figure=true",
+                          files={"file": ("cell.abf", f, "application/octet-stream")},
+                          timeout=120)
+    assert r.status_code == 200, r.text
+    twin = r.json()
+    names = list(twin["parameters"])
+    truth = read_example_truth(example.truth_json)["multipliers"]
+    pred = np.array([twin["parameters"][n]["multiplier"] for n in names])
+    true = np.array([truth[n] for n in names])
+    meta = load_estimator(noisy_model).metadata
+    # the trivial predictor: the training mean, ~1 for every multiplier
+    trivial = np.abs(1.0 - true)
+    assert np.median(np.abs(pred - true)) < np.median(trivial)
+    assert twin["protocol_hash"] == meta["protocol_hash"]
+    assert twin["fit"]["relative_rms"] < 0.6
+    assert twin["status"] in ("ok", "quiescent", "non_repolarizing")
+    assert twin["figure_png_base64"].startswith("iVBOR")        # a PNG
+    assert set(twin["timings_s"]) >= {"parsing", "inference", "ap_simulation"}
+
+
+def test_json_trace_and_parameters_only(service, example):
+    from cardiotwin.twin import read_abf
+
+    rec = read_abf(example.voltage_clamp_abf)
+    body = {"current": rec.current_pA_per_pF.tolist(), "current_units": "pA/pF",
+            "command_mV": rec.command_mV.tolist()}
+    r = requests.post(f"{service}/twin?simulate=false", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["fit"] == {} and len(r.json()["parameters"]) == 52
+
+
+@pytest.mark.parametrize("case", ["truncated", "random", "empty", "nan", "short", "oversized",
+                                  "wrong_type", "bad_json"])
+def test_malformed_inputs_get_4xx_and_service_keeps_serving(service, example, case):
+    data = example.voltage_clamp_abf.read_bytes()
+    rng = np.random.default_rng(0)
+    url = f"{service}/twin"
+    if case in ("truncated", "random", "empty", "oversized"):
+        payload = {"truncated": data[: len(data) // 3], "random": rng.bytes(5000),
+                   "empty": b"", "oversized": rng.bytes(3_000_000)}[case]
+        r = requests.post(url, files={"file": ("x.abf", payload)}, timeout=60)
+    elif case == "nan":
+        cur = np.zeros(49500)
+        cur[100] = np.nan
+        r = requests.post(url, data=json.dumps({"current": [None if np.isnan(v) else v
+                                                            for v in cur]}),
+                          headers={"content-type": "application/json"}, timeout=60)
+    elif case == "short":
+        r = requests.post(url, json={"current": [0.0] * 1000}, timeout=60)
+    elif case == "wrong_type":
+        r = requests.post(url, data=b"hello", headers={"content-type": "text/plain"},
+                          timeout=60)
+    else:
+        r = requests.post(url, data=b"{not json", headers={"content-type": "application/json"},
+                          timeout=60)
+    assert 400 <= r.status_code < 500, (case, r.status_code, r.text)
+    assert r.json()["error"]
+    if case == "oversized":
+        assert r.status_code == 413
+    assert requests.get(f"{service}/health", timeout=30).status_code == 200
+    with open(example.voltage_clamp_abf, "rb") as f:
+        ok = requests.post(f"{url}?simulate=false", files={"file": ("cell.abf", f)},
+                           timeout=60)
+    assert ok.status_code == 200
+
+
+def test_background_screen(service):
+    r = requests.post(f"{service}/screens", json={
+        "drug": "E-4031", "concentrations_nM": [0, 50], "n_cells": 16, "prepace_ms": 500,
+        "record_ms": 1500}, timeout=30)
+    assert r.status_code == 200, r.text
+    job = r.json()["job_id"]
+    assert requests.get(f"{service}/health", timeout=10).status_code == 200   # responsive
+    for _ in range(240):
+        st = requests.get(f"{service}/screens/{job}", timeout=10).json()
+        if st["status"] != "running":
+            break
+        time.sleep(0.5)
+    assert st["status"] == "done", st
+    res = requests.get(f"{service}/screens/{job}/results", timeout=10).json()
+    assert [c["concentration_nM"] for c in res["summary"]["concentrations"]] == [0, 50]
+    bad = requests.post(f"{service}/screens", json={"drug": "nope"}, timeout=10)
+    assert bad.status_code == 400 and "nope" in bad.json()["error"]
+    assert requests.get(f"{service}/screens/unknown", timeout=10).status_code == 404
