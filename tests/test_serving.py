@@ -155,3 +155,31 @@ def test_background_screen(service):
     bad = requests.post(f"{service}/screens", json={"drug": "nope"}, timeout=10)
     assert bad.status_code == 400 and "nope" in bad.json()["error"]
     assert requests.get(f"{service}/screens/unknown", timeout=10).status_code == 404
+
+
+def test_cli_twin_offline(noisy_model, example, tmp_path, capsys):
+    from cardiotwin.cli import main
+
+    out = tmp_path / "twin.json"
+    assert main(["twin", str(example.voltage_clamp_abf), "--model", str(noisy_model),
+                 "--ap-recording", str(example.current_clamp_abf), "--ap-duration-ms", "3000",
+                 "--out", str(out)]) == 0
+    twin = json.loads(out.read_text())
+    assert len(twin["parameters"]) == 52 and twin["comparison"] is not None
+    assert out.with_suffix(".png").is_file()
+    bad = tmp_path / "bad.abf"
+    bad.write_bytes(b"ABF2" + b"\0" * 100)
+    assert main(["twin", str(bad), "--model", str(noisy_model)]) == 2
+    assert "bad.abf" in capsys.readouterr().err
+
+
+def test_cli_screen(ray_session, tmp_path, capsys):
+    from cardiotwin.cli import main
+
+    out = tmp_path / "screen"
+    assert main(["screen", "--drug", "E-4031", "--concentrations-nm", "0", "30", "--n-cells",
+                 "8", "--prepace-ms", "500", "--record-ms", "1500", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert (out / "summary.json").is_file()
+    assert main(["screen", "--drug", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -101,6 +101,45 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_twin(a: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .learn import load_estimator
+    from .twin import read_abf, read_ap_abf, read_ap_csv, read_trace_csv
+    from .twin.inference import make_twin, plot_twin
+
+    est = load_estimator(a.model)
+    kw = dict(capacitance_pF=a.capacitance_pf, protocol=est.protocol)
+    rec = (read_trace_csv(a.recording, **kw) if a.recording.lower().endswith((".csv", ".gz"))
+           else read_abf(a.recording, sweep=a.sweep if a.sweep == "mean" else int(a.sweep),
+                         **kw))
+    ap = None
+    if a.ap_recording:
+        ap = (read_ap_csv(a.ap_recording) if a.ap_recording.lower().endswith((".csv", ".gz"))
+              else read_ap_abf(a.ap_recording))
+    tw = make_twin(est, rec, temperature_K=a.temperature_k, ap_duration_ms=a.ap_duration_ms,
+                   ap_recording=ap)
+    out = tw.to_json()
+    text = json.dumps(out, indent=1)
+    if a.out:
+        Path(a.out).write_text(text)
+        png = Path(a.out).with_suffix(".png")
+        png.write_bytes(plot_twin(tw))
+        print(f"twin: {a.out}, figure: {png}; fit relative RMS "
+              f"{tw.fit['relative_rms']:.3f}, AP {tw.status}")
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_screen(a: argparse.Namespace) -> int:
+    from .drugs.screen import run_from_args
+
+    run_from_args(a)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cardiotwin", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -169,6 +208,31 @@ def build_parser() -> argparse.ArgumentParser:
                                       "jobs/train_model.py)")
     add_train_arguments(tr)
     tr.set_defaults(func=_cmd_train)
+
+    tw = sub.add_parser("twin", help="the digital twin of a recorded cell: parameters, fit, AP "
+                                     "(offline; the Serve app does the same live)")
+    tw.add_argument("recording", help="voltage-clamp recording of the model's protocol: ABF "
+                                      "(ABF1/ABF2) or CSV (t_ms, command_mV, i_pA_per_pF)")
+    tw.add_argument("--model", required=True, metavar="DIR", help="model artifact directory")
+    tw.add_argument("--capacitance-pf", type=float, default=None,
+                    help="membrane capacitance in pF (default: from the ABF header)")
+    tw.add_argument("--sweep", default="0", help="sweep index or 'mean' (default 0)")
+    tw.add_argument("--ap-recording", default=None, metavar="FILE",
+                    help="current-clamp recording of the same cell (ABF or CSV) to compare")
+    tw.add_argument("--temperature-k", type=float, default=None,
+                    help="temperature of the twin's AP in K (default: the protocol's)")
+    tw.add_argument("--ap-duration-ms", type=float, default=10000.0,
+                    help="free-running AP duration in ms (default 10000)")
+    tw.add_argument("--out", default=None, metavar="TWIN.json",
+                    help="write the twin JSON here and the figure beside it (default: print)")
+    tw.set_defaults(func=_cmd_twin)
+
+    from .drugs.config import add_screen_arguments
+
+    sc = sub.add_parser("screen", help="drug screen of a population around a twin (Ray; same "
+                                       "options as jobs/drug_screen.py)")
+    add_screen_arguments(sc)
+    sc.set_defaults(func=_cmd_screen)
     return p
 
 

@@ -3,6 +3,10 @@ multipliers. Dataset and split (``dataset``), presets (``config``), networks (``
 training to a model artifact (``train``, ``artifact``), evaluation (``evaluate``) and the Ray
 Tune hyperparameter search (``tuning``). Keras/TensorFlow load on first use."""
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter: errors only
+
 _LAZY = {"TrainConfig": "config", "preset": "config", "PRESETS": "config",
          "train_model": "train", "load_estimator": "artifact",
          "ParameterEstimator": "artifact", "ProtocolMismatchError": "artifact",
