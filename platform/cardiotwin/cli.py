@@ -140,6 +140,13 @@ def _cmd_screen(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_protocol_search(a: argparse.Namespace) -> int:
+    from .protocol_search.cli_args import run_from_args
+
+    run_from_args(a)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cardiotwin", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -233,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "options as jobs/drug_screen.py)")
     add_screen_arguments(sc)
     sc.set_defaults(func=_cmd_screen)
+
+    from .protocol_search.cli_args import add_search_arguments
+
+    ps = sub.add_parser("protocol-search", help="greedy voltage-protocol search on Ray Tune "
+                                                "(resumable; same options as "
+                                                "tune/protocol_search.py)")
+    add_search_arguments(ps)
+    ps.set_defaults(func=_cmd_protocol_search)
     return p
 
 

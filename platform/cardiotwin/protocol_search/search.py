@@ -1,0 +1,222 @@
+"""The greedy protocol search (the source study's design, on Ray Tune).
+
+Each cycle tries every candidate test potential as a Tune trial (see :mod:`.trials`): the same
+cells continue from their cached end states under the protocol-so-far through a hold and the
+candidate step, a network is trained on the traces so far, and its held-out score is reported.
+The candidate with the lowest score (``config.score``, default the test split's MSE on the unit
+scale; ties: the first in candidate order) is appended; the driver continues the cached states
+through the winning cycle (one candidate's simulation, checked against the trial's digest),
+checkpoints the cache and the search state, and the next cycle starts.
+
+Stops at the budget: ``max_steps`` appended steps, a protocol that would exceed
+``max_duration_ms``, or (``stop_when_no_improvement``) a cycle whose best score is not below
+the best so far by ``min_improvement`` (relative); that cycle is recorded, not appended.
+
+Which cells train: all cells that stay numerically stable under the voltage clamp (a clamped
+trace is valid whatever the cell's AP phenotype), unless ``config.statuses`` restricts them
+to AP statuses. A cell unstable under the protocol-so-far is dropped from then on; one unstable
+only under a candidate's cycle is dropped from that trial (trials report ``n_unstable``).
+
+Resuming: run again with the same directory and configuration (a larger budget is allowed):
+the search continues after its last completed cycle; an interrupted cycle is run again. A
+trailing "no improvement" cycle is decided again under the new stop rules without re-running
+its trials.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .cache import CacheEntry, StateCache, continue_simulation
+from .cells import SearchCells, build_cells
+from .config import SearchConfig
+from .state import SearchState, load_state, save_state
+
+CELLS = "cells.npz"
+
+
+def run_search(config: SearchConfig, out_dir: str | Path, *, num_cpus: int | None = None,
+               ray_address: str | None = None, ship_package: str = "auto",
+               figure: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) the search of ``config`` in ``out_dir``. Returns a summary: protocol
+    (Protocol), protocol_hash, n_steps, duration_ms, best_score, stop_reason, history, paths.
+
+    Ray: started locally unless initialized (``num_cpus``) or reachable (``ray_address`` /
+    ``$RAY_ADDRESS``); see :func:`cardiotwin.population.generate._init_ray`."""
+    from ..population.generate import _init_ray
+
+    out = _check_dir(out_dir)
+    state = load_state(out, config)
+    cells = _load_cells(out, config, state)
+    cache = StateCache(out / "cache")
+    entry = _load_entry(cache, state, cells, log)
+    started = False
+    try:
+        while True:
+            reason = _budget_reason(state, config)
+            if reason:
+                break
+            trailing = state.history[-1] if state.history and not \
+                state.history[-1]["appended"] else None
+            if trailing is not None:  # decided again under the current stop rules
+                state.history.pop()
+                record, results = trailing, trailing["candidates"]
+            else:
+                if not started:
+                    started = _init_ray(num_cpus, ray_address, ship_package)
+                record, results = _run_cycle(len(state.history) + 1, entry, cells, config,
+                                             out, log)
+            best = int(np.argmin([_score(r) for r in results]))
+            v, score = results[best]["candidate_mV"], _score(results[best])
+            record.update(best_mV=v, best_score=score)
+            if config.stop_when_no_improvement and not _improves(score, state.best_score,
+                                                                 config.min_improvement):
+                record.update(appended=False, protocol_hash=None)
+                state.history.append(record)
+                state.stop_reason = "no_improvement"
+                save_state(out, state, config)
+                log(f"cycle {record['cycle']}: best {v:g} mV, {config.score} {score:.5g} does "
+                    f"not improve on {state.best_score:.5g}: stop")
+                reason = "no_improvement"
+                break
+            entry = _append(entry, v, results[best], record, cells, config, cache, log)
+            state.protocol_json = entry.protocol_json
+            state.best_score = score if state.best_score is None else min(score,
+                                                                          state.best_score)
+            state.history.append(record)
+            state.stop_reason = None
+            save_state(out, state, config)
+            cache.prune({entry.key})
+            log(f"cycle {record['cycle']}: appended {v:g} mV ({config.score} {score:.5g}); "
+                f"protocol {state.duration_ms:g} ms, {state.n_steps} steps, "
+                f"{record['timing']['wall_s']:.1f} s")
+        state.stop_reason = reason
+        save_state(out, state, config)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    fig = None
+    if figure and state.protocol_json is not None:
+        from .figures import plot_search
+
+        fig = plot_search(state.history, state.protocol(), out / "search.png", config.score)
+    log(f"search stopped ({reason}): {state.n_steps} steps, {state.duration_ms:g} ms, "
+        f"protocol_hash {_hash(state)} -> {out}")
+    return {"protocol": state.protocol(), "protocol_hash": _hash(state),
+            "n_steps": state.n_steps, "duration_ms": state.duration_ms,
+            "best_score": state.best_score, "stop_reason": reason, "history": state.history,
+            "dir": out, "figure": fig}
+
+
+# ---- pieces of the loop -----------------------------------------------------------------
+
+def _check_dir(out_dir: str | Path) -> Path:
+    out = Path(out_dir).resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"search directory {out} cannot be created: {e}") from e
+    return out
+
+
+def _hash(state: SearchState) -> str | None:
+    p = state.protocol()
+    return None if p is None else p.protocol_hash
+
+
+def _score(r: dict[str, Any]) -> float:
+    s = r.get("score")
+    return float("inf") if s is None or not np.isfinite(s) else float(s)
+
+
+def _improves(score: float, best: float | None, min_improvement: float) -> bool:
+    return best is None or score < best * (1.0 - min_improvement)
+
+
+def _budget_reason(state: SearchState, config: SearchConfig) -> str | None:
+    """Why no further cycle may run, or None."""
+    if state.n_steps >= config.max_steps:
+        return "max_steps"
+    if config.max_duration_ms is not None and \
+            state.duration_ms + config.cycle_ms > config.max_duration_ms * (1 + 1e-12):
+        return "max_duration_ms"
+    return None
+
+
+def _load_cells(out: Path, config: SearchConfig, state: SearchState) -> SearchCells:
+    """The population: read back from cells.npz when it belongs to this search, else built
+    (and classified when ``config.statuses``) and saved."""
+    path = out / CELLS
+    if path.is_file() and (out / "state.json").is_file():
+        cells = SearchCells.load(path)
+        if cells.n == config.n_cells:
+            return cells
+    cells = build_cells(config)
+    if not cells.eligible.any():
+        raise ValueError(f"no cell of the population has a status in {config.statuses}")
+    cells.save(path)
+    return cells
+
+
+def _load_entry(cache: StateCache, state: SearchState, cells: SearchCells,
+                log: Callable[[str], None]) -> CacheEntry:
+    """The cached end states of the protocol-so-far (re-simulated from the start when the
+    cache lost them)."""
+    if state.protocol_json is None:
+        return CacheEntry.initial(cells.n)
+    if cache.has(state.cache_key):
+        entry = cache.load(state.cache_key)
+        if entry.state.shape[0] == cells.n:
+            return entry
+    log("cache entry of the protocol-so-far is missing: simulating it from the start")
+    entry, _, _ = continue_simulation(CacheEntry.initial(cells.n), state.protocol(),
+                                      cells.inputs())
+    cache.save(entry)
+    return entry
+
+
+def _run_cycle(cycle: int, entry: CacheEntry, cells: SearchCells, config: SearchConfig,
+               out: Path, log: Callable[[str], None]) -> tuple[dict[str, Any], list[dict]]:
+    from .trials import run_cycle
+
+    t0 = time.perf_counter()
+    log(f"cycle {cycle}: {len(config.candidates_mV)} candidates after "
+        f"{entry.i_total.shape[1] * config.sample_interval_ms:g} ms")
+    results, info = run_cycle(cycle, entry, cells, config, out / "tune")
+    record = {"cycle": cycle, "protocol_hash_before": None if entry.protocol_json is None
+              else entry.key, "score_metric": config.score, "candidates": results,
+              "timing": {"wall_s": time.perf_counter() - t0, "tune_s": info["tune_s"],
+                         "trials_sim_s": float(sum(r["sim_s"] for r in results)),
+                         "trials_train_s": float(sum(r["train_s"] for r in results)),
+                         "gpus_per_trial": info["gpus_per_trial"]}}
+    return record, results
+
+
+def _append(entry: CacheEntry, v: float, best: dict[str, Any], record: dict[str, Any],
+            cells: SearchCells, config: SearchConfig, cache: StateCache,
+            log: Callable[[str], None]) -> CacheEntry:
+    """Continue the cached states through the winning cycle, check it against the trial's
+    digest, save the new cache entry and complete ``record``."""
+    from .trials import segment_digest
+
+    t0 = time.perf_counter()
+    new, seg, sim_s = continue_simulation(entry, config.cycle_protocol(v), cells.inputs())
+    match = segment_digest(seg, new.state) == best.get("digest")
+    if not match:
+        log(f"warning: cycle {record['cycle']}: the driver's simulation of {v:g} mV differs "
+            "bitwise from the trial's (another CPU kind?); the driver's is kept")
+    cache.save(new)
+    p = new.protocol()
+    record.update(appended=True, protocol_hash=p.protocol_hash, duration_ms=p.duration_ms,
+                  digest_match=match)
+    timing = record.setdefault("timing", {})
+    timing["extend_s"] = time.perf_counter() - t0
+    timing["extend_sim_s"] = sim_s
+    timing["wall_s"] = timing.get("wall_s", 0.0) + timing["extend_s"]
+    return new
