@@ -7,7 +7,6 @@ E-4031 at 0, 10, 50 and 100 nM, 5 s free-running towards steady state then 5 s r
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -235,18 +234,7 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ.pop("RAY_ADDRESS", None)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def screen(ray_cluster, tmp_path_factory):
+def screen(ray_session, tmp_path_factory):
     from cardiotwin.drugs import run_screen
 
     cfg = ScreenConfig(drug="E-4031", concentrations_nM=[0, 10, 50, 100], n_cells=200,

@@ -34,18 +34,7 @@ TINY = dict(candidates_mV=(-120.0, -40.0, 20.0), n_cells=200, epochs=4, seed=3,
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ.pop("RAY_ADDRESS", None)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(ray_cluster, tmp_path_factory):
+def uninterrupted(ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("search") / "full"
     return out, run_search(SearchConfig(**TINY, max_steps=2), out, log=lambda s: None)
 
