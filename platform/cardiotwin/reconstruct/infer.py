@@ -1,0 +1,311 @@
+"""Use: an eAP recording (CSV or ABF) -> iAP windows with 90 % bands and APDs over time.
+
+``load_reconstructor(model_dir)`` loads an artifact; ``reconstruct_recording(est, t_ms, eap)``
+resamples the recording to the model's sample interval (anti-aliased), detects the spikes,
+cuts and normalizes the windows, predicts the quantiles and measures APD10 ... APD100 on the
+median (and on the band's edges). ``reconstruct_from_bytes`` does the same for an upload and
+returns a JSON-able dict (for the Serve route); ``write_outputs`` writes CSV/JSON/PNG.
+
+CSV recordings: a header with a time column (``t_ms``, ``time_ms`` or ``time_s``) and one eAP
+column (``eap_uV``, ``eap_mV``, ``eap_V`` or ``eap``; units do not matter, windows are
+normalized). ABF files (e.g. MEA software exports): the first ADC channel (or ``channel``)
+of sweep ``sweep``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .physics import PhysicsConfig
+from .train import ARTIFACT_FORMAT, METADATA_FILE, MODEL_FILE
+from .windows import APD_LEVELS, WindowConfig, apd, cut, detect_spikes, normalize_eap, \
+    window_starts
+
+TIME_COLUMNS = {"t_ms": 1.0, "time_ms": 1.0, "time_s": 1000.0}
+EAP_COLUMNS = ("eap_uV", "eap_mV", "eap_V", "eap")
+
+
+class EAPRecordingError(ValueError):
+    """A recording that cannot be reconstructed; the message names the problem."""
+
+
+@dataclass
+class Reconstructor:
+    """A trained reconstruction network with its window and quantile settings."""
+
+    model: Any
+    metadata: dict[str, Any]
+    path: Path
+
+    @property
+    def window(self) -> WindowConfig:
+        return WindowConfig(**self.metadata["window"])
+
+    @property
+    def quantiles(self) -> tuple[float, ...]:
+        return tuple(self.metadata["quantiles"])
+
+    def predict_windows(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Quantiles (n, length, n_q) and (a, k, x) (n, 3) of normalized windows (n, length)."""
+        x = np.asarray(x, dtype=np.float32)
+        out = np.asarray(self.model.predict(x[..., None], batch_size=64, verbose=0))
+        nq = len(self.quantiles)
+        phys = PhysicsConfig(**self.metadata["physics"])
+        u = out[:, 0, nq:nq + 3]
+        params = np.stack([phys.from_unit(u[:, i], w) for i, w in enumerate("akx")], axis=1)
+        return out[..., :nq], params
+
+
+def load_reconstructor(model_dir: str | os.PathLike) -> Reconstructor:
+    """Load a reconstruction model artifact (ValueError when it is not one)."""
+    import keras
+
+    p = Path(model_dir)
+    meta_path = p / METADATA_FILE
+    if not meta_path.is_file() or not (p / MODEL_FILE).is_file():
+        raise ValueError(f"{p} is not a reconstruction model: expected {MODEL_FILE} and "
+                         f"{METADATA_FILE}")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected "
+                         f"{ARTIFACT_FORMAT!r} (a reconstruction model)")
+    model = keras.saving.load_model(p / MODEL_FILE, compile=False)
+    return Reconstructor(model, meta, p)
+
+
+# ---- reading recordings ------------------------------------------------------------------------
+
+def _fail(source: str, msg: str) -> EAPRecordingError:
+    return EAPRecordingError(f"{source}: {msg}")
+
+
+def read_eap_csv(data: str | os.PathLike | bytes, name: str | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(t_ms, eap, column) from a CSV file path or its bytes."""
+    if isinstance(data, (bytes, bytearray)):
+        src = name or "<upload>"
+        try:
+            text = bytes(data).decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise _fail(src, "not a text CSV (cannot decode as UTF-8)") from None
+    else:
+        src = name or str(data)
+        p = Path(data)
+        if not p.is_file():
+            raise _fail(src, "file not found")
+        text = p.read_text(encoding="utf-8-sig", errors="replace")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise _fail(src, "the file is empty; expected a CSV header (t_ms,eap_uV) and rows")
+    header = [c.strip() for c in lines[0].split(",")]
+    tcol = next((c for c in header if c in TIME_COLUMNS), None)
+    ecol = next((c for c in header if c in EAP_COLUMNS), None)
+    if tcol is None or ecol is None:
+        raise _fail(src, f"wrong columns {header}: expected a time column (one of "
+                         f"{', '.join(TIME_COLUMNS)}) and an eAP column (one of "
+                         f"{', '.join(EAP_COLUMNS)})")
+    if len(lines) < 2:
+        raise _fail(src, "no data rows after the header")
+    try:
+        arr = np.loadtxt(io.StringIO("\n".join(lines[1:])), delimiter=",", ndmin=2)
+    except ValueError as e:
+        raise _fail(src, f"cannot parse the rows as numbers ({e})") from None
+    if arr.shape[1] != len(header):
+        raise _fail(src, f"rows have {arr.shape[1]} fields, the header {len(header)}")
+    t = arr[:, header.index(tcol)] * TIME_COLUMNS[tcol]
+    return t, arr[:, header.index(ecol)], ecol
+
+
+def read_eap_abf(data: str | os.PathLike | bytes, name: str | None = None, *, sweep: int = 0,
+                 channel: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(t_ms, eap, channel description) from an ABF file path or its bytes."""
+    from ..twin.recording import _open_abf, _Source, _sweep_y
+
+    with _Source(data, name) as s:
+        abf = _open_abf(s)
+        ch = 0 if channel is None else int(channel)
+        if not 0 <= ch < abf.channelCount:
+            raise _fail(s.name, f"channel {ch} does not exist (the file has "
+                                f"{abf.channelCount})")
+        if not 0 <= int(sweep) < abf.sweepCount:
+            raise _fail(s.name, f"sweep {sweep} does not exist (the file has "
+                                f"{abf.sweepCount})")
+        y = np.asarray(_sweep_y(abf, int(sweep), ch, s.name), dtype=np.float64)
+        dt = 1000.0 / abf.dataRate
+        desc = f"ABF channel {ch} ({abf.adcNames[ch]}, {abf.adcUnits[ch]}), sweep {sweep}"
+    return np.arange(len(y)) * dt, y, desc
+
+
+def check_recording(t_ms: np.ndarray, eap: np.ndarray, window: WindowConfig, source: str
+                    ) -> tuple[np.ndarray, float]:
+    """Validate a recording; returns (eap resampled to the window's interval, source dt)."""
+    from ..twin.recording import resample_signal
+
+    t = np.asarray(t_ms, dtype=np.float64)
+    e = np.asarray(eap, dtype=np.float64)
+    if e.ndim != 1 or e.size == 0:
+        raise _fail(source, "the recording is empty (no samples)")
+    if t.shape != e.shape:
+        raise _fail(source, f"time ({t.shape}) and eAP ({e.shape}) lengths differ")
+    bad = ~np.isfinite(e) | ~np.isfinite(t)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _fail(source, f"{int(bad.sum())} non-finite (NaN/inf) values, the first at "
+                            f"sample {i}; remove or interpolate them")
+    if e.size < 3:
+        raise _fail(source, f"too short: {e.size} samples")
+    d = np.diff(t)
+    dt = float(np.median(d))
+    if not dt > 0 or np.max(np.abs(d - dt)) > 1e-3 * dt:
+        raise _fail(source, "time column is not uniformly increasing; expected a uniformly "
+                            "sampled recording")
+    need = window.duration_ms
+    if e.size * dt < need:
+        raise _fail(source, f"too short: {e.size * dt:.1f} ms; at least one window of "
+                            f"{need:g} ms is needed")
+    if abs(dt - window.sample_interval_ms) > 1e-9 * dt:
+        e = resample_signal(e, dt, window.sample_interval_ms, source=source)
+    return e, dt
+
+
+@dataclass
+class Reconstruction:
+    """Result: per beat the anchor time, the normalized eAP, the iAP quantiles and APDs."""
+
+    source: str
+    anchor_ms: np.ndarray              # (n_beats,) spike times in the recording
+    eap_norm: np.ndarray               # (n_beats, length)
+    iap: np.ndarray                    # (n_beats, length, n_q) normalized
+    quantiles: tuple[float, ...]
+    apd_ms: dict[str, np.ndarray]      # quantile name -> (n_beats, 10)
+    ap_params: np.ndarray              # (n_beats, 3) a, k, x
+    window: WindowConfig
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def apd_table(self) -> list[dict[str, Any]]:
+        rows = []
+        for b, t in enumerate(self.anchor_ms):
+            r: dict[str, Any] = {"beat": b, "time_s": float(t) / 1000.0}
+            for qname, arr in self.apd_ms.items():
+                suffix = "" if qname == "q50" else f"_{qname}"
+                for j, x in enumerate(APD_LEVELS):
+                    v = arr[b, j]
+                    r[f"APD{x}_ms{suffix}"] = float(v) if np.isfinite(v) else None
+            rows.append(r)
+        return rows
+
+    def to_json(self, include_windows: bool = True) -> dict[str, Any]:
+        w = self.window
+        out: dict[str, Any] = {
+            "source": self.source, "n_beats": int(len(self.anchor_ms)),
+            "sample_interval_ms": w.sample_interval_ms, "window_length": w.length,
+            "pre_ms": w.pre_ms, "quantiles": list(self.quantiles),
+            "apd": self.apd_table(), "ap_params": {
+                n: [float(v) for v in self.ap_params[:, i]] for i, n in enumerate("akx")},
+            "timing_s": self.timing}
+        if include_windows:
+            out["windows"] = [{"anchor_ms": float(self.anchor_ms[b]),
+                               **{_qname(q): np.round(self.iap[b, :, i], 5).tolist()
+                                  for i, q in enumerate(self.quantiles)}}
+                              for b in range(len(self.anchor_ms))]
+        return out
+
+
+def _qname(q: float) -> str:
+    return f"q{int(round(q * 100)):02d}"
+
+
+def reconstruct_recording(est: Reconstructor, t_ms, eap, *, source: str = "<recording>",
+                          max_beats: int | None = None) -> Reconstruction:
+    """Reconstruct every complete beat window of a recording (see the module docstring)."""
+    w = est.window
+    t0 = time.perf_counter()
+    e, _ = check_recording(t_ms, eap, w, source)
+    spikes = detect_spikes(e, w)
+    starts = window_starts(spikes, len(e), w)
+    if starts.size == 0:
+        raise _fail(source, f"no complete beat window: {len(spikes)} spikes detected, none "
+                            f"with {w.pre_ms:g} ms before and {w.duration_ms - w.pre_ms:g} ms "
+                            "after it inside the recording")
+    if max_beats is not None:
+        starts = starts[:max_beats]
+    x = normalize_eap(cut(e, starts, w.length), w)
+    t1 = time.perf_counter()
+    iap, params = est.predict_windows(x)
+    t2 = time.perf_counter()
+    q = est.quantiles
+    apds = {_qname(qq): apd(iap[..., i], w.sample_interval_ms, w) for i, qq in enumerate(q)}
+    anchor = (starts + w.pre_samples) * w.sample_interval_ms + float(np.asarray(t_ms)[0])
+    return Reconstruction(source, anchor, x, iap, q, apds, params, w,
+                          {"prepare": t1 - t0, "predict": t2 - t1,
+                           "per_window": (t2 - t1) / len(starts)})
+
+
+def read_recording(data, filename: str, *, sweep: int = 0, channel: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(t_ms, eap, description) of a CSV or ABF recording (path or bytes) by file name."""
+    low = filename.lower()
+    if low.endswith(".abf"):
+        return read_eap_abf(data, filename, sweep=sweep, channel=channel)
+    if low.endswith((".csv", ".txt")):
+        return read_eap_csv(data, filename)
+    raise EAPRecordingError(f"{filename}: unknown file type; expected .csv or .abf")
+
+
+def reconstruct_from_bytes(est: Reconstructor, data: bytes, filename: str, *, sweep: int = 0,
+                           channel: int | None = None, max_beats: int | None = None,
+                           include_windows: bool = True, figure: bool = False
+                           ) -> dict[str, Any]:
+    """The Serve entry point: an uploaded CSV/ABF recording -> JSON-able result (windows with
+    bands, APD series, optional base64 PNG). Raises EAPRecordingError (a ValueError) on a bad
+    recording."""
+    if not data:
+        raise EAPRecordingError(f"{filename}: the upload is empty (0 bytes)")
+    t, e, desc = read_recording(bytes(data), filename, sweep=sweep, channel=channel)
+    res = reconstruct_recording(est, t, e, source=f"{filename} ({desc})", max_beats=max_beats)
+    out = res.to_json(include_windows=include_windows)
+    if figure:
+        import base64
+
+        from .figures import plot_recording
+
+        out["figure_png_base64"] = base64.b64encode(plot_recording(res)).decode("ascii")
+    return out
+
+
+def write_outputs(res: Reconstruction, out_dir: str | os.PathLike) -> dict[str, str]:
+    """windows.csv (beat, t_ms, eap_norm, quantiles), apd.csv, reconstruction.json and
+    reconstruction.png in ``out_dir``; returns the paths."""
+    from .figures import plot_recording
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    w = res.window
+    n, L = res.eap_norm.shape
+    t_rel = (np.arange(L) - w.pre_samples) * w.sample_interval_ms
+    cols = ["beat", "t_ms", "eap_norm"] + [f"iap_{_qname(q)}" for q in res.quantiles]
+    data = np.column_stack([np.repeat(np.arange(n), L), np.tile(t_rel, n),
+                            res.eap_norm.reshape(-1)] +
+                           [res.iap[..., i].reshape(-1) for i in range(len(res.quantiles))])
+    paths = {"windows": out / "windows.csv", "apd": out / "apd.csv",
+             "json": out / "reconstruction.json", "figure": out / "reconstruction.png"}
+    np.savetxt(paths["windows"], data, delimiter=",", header=",".join(cols), comments="",
+               fmt=["%d", "%.3f"] + ["%.5f"] * (len(cols) - 2))
+    rows = res.apd_table()
+    keys = list(rows[0])
+    with open(paths["apd"], "w", encoding="utf-8") as fh:
+        fh.write(",".join(keys) + "\n")
+        for r in rows:
+            fh.write(",".join("" if r[k] is None else (f"{r[k]:.4f}" if isinstance(r[k], float)
+                                                       else str(r[k])) for k in keys) + "\n")
+    paths["json"].write_text(json.dumps(res.to_json(include_windows=False), indent=1))
+    paths["figure"].write_bytes(plot_recording(res))
+    return {k: str(v) for k, v in paths.items()}

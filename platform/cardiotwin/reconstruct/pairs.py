@@ -1,0 +1,410 @@
+"""Paired (eAP, iAP) beat windows from simulated cells, generated on Ray into a Parquet store.
+
+Per cell (``cell_id``): multipliers U(1 - spread, 1 + spread) (``population.sampling``, the
+same cells as a population of that seed), optionally a drug (Hill block, ``drugs.catalog``)
+at ``IC50_min x 10^U(conc_decades)`` (IC50_min: the drug's most potent block), then
+
+1. free-running current clamp for ``prepace_ms`` (not recorded), then ``duration_ms`` recorded
+   every 0.1 ms; cells whose status is not ``ok`` (``features.classify_batch``) are dropped;
+2. an AP clamp of the recorded AP (voltage clamp following it, 0.1 ms ramps, from the same
+   state) gives the 13 membrane currents along the AP;
+3. the electrode model (:mod:`.electrode`, the cell's own junction drawn from
+   ``ElectrodeConfig``) makes the noise-free eAP at 10 kHz; eAP and iAP are averaged to the
+   window's sample interval and the noise is added there;
+4. anchors: per beat (iAP upstrokes, dV/dt > 1 V/s, ``refractory_ms`` apart) the largest
+   |eAP - median| within 10 ms; every window that fits in the recording is kept.
+
+Everything about cell i depends only on (seed, i). Store layout as population stores (atomic
+shards ``shard-XXXXXX.parquet`` + sidecars, written by the workers; ``manifest.json`` of
+format ``cardiotwin.reconstruct-pairs/1`` by the driver); a re-run skips complete shards. Row:
+cell_id, beat, drug, conc_nM, c_junction, densities[13], highpass_hz, snr, noise_sd_uV,
+anchor_ms, multipliers[52], eap_uV[length], iap_mV[length] (raw; normalized when read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .electrode import ElectrodeConfig, add_noise, extracellular
+from .windows import WindowConfig, cut, window_starts
+
+FORMAT = "cardiotwin.reconstruct-pairs/1"
+FINE_DT_MS = 0.1
+SPLITS = ("train", "val", "test")
+
+
+class PairConfig(BaseModel):
+    """A pair store: the cells, the drugs, the electrode and the windows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_cells: int = Field(200, ge=1, description="cells simulated (cell_id 0 .. n_cells-1)")
+    spread: float = Field(0.4, gt=0, lt=1, description="multipliers U(1 - spread, 1 + spread)")
+    seed: int = Field(0, ge=0, description="sampling seed (multipliers, drugs, junctions, "
+                                           "noise)")
+    drugs: tuple[str, ...] = Field(
+        ("e4031", "verapamil", "nifedipine", "lidocaine", "cisapride", "quinine"),
+        description="drugs drawn for the drug-treated cells (names of drugs.catalog)")
+    drug_fraction: float = Field(0.6, ge=0, le=1, description="fraction of cells with a drug")
+    conc_decades: tuple[float, float] = Field(
+        (-1.0, 1.0), description="log10(concentration / the drug's lowest IC50) range")
+    prepace_ms: float = Field(5000.0, ge=0, description="free-running time before recording "
+                                                        "(ms)")
+    duration_ms: float = Field(3000.0, gt=0, description="recorded time per cell (ms)")
+    temperature_K: float = Field(310.0, description="simulation temperature (K)")
+    electrode: ElectrodeConfig = Field(default_factory=ElectrodeConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    shard_size: int = Field(50, ge=1, description="cells per shard")
+
+    @field_validator("drugs")
+    @classmethod
+    def _drugs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from ..drugs.catalog import get_drug
+
+        for name in v:
+            get_drug(name)  # ValueError naming the unknown drug
+        return tuple(v)
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_cells // self.shard_size)
+
+    def shard_bounds(self, index: int) -> tuple[int, int]:
+        first = index * self.shard_size
+        return first, min(self.shard_size, self.n_cells - first)
+
+    def config_hash(self) -> str:
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def split_of(cell_ids) -> np.ndarray:
+    """Split of each cell: 80 % train, 10 % val, 10 % test by cell_id % 10 (8: val, 9: test)."""
+    c = np.asarray(cell_ids, dtype=np.int64) % 10
+    return np.where(c == 9, "test", np.where(c == 8, "val", "train"))
+
+
+# ---- one shard --------------------------------------------------------------------------------
+
+def _cell_rng(seed: int, cell_id: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(cell_id), 0x7EA9]))
+
+
+def _drug_for(cfg: PairConfig, rng: np.random.Generator) -> tuple[str, float]:
+    from ..drugs.catalog import get_drug
+
+    if not cfg.drugs or rng.uniform() >= cfg.drug_fraction:
+        return "", 0.0
+    drug = get_drug(cfg.drugs[int(rng.integers(len(cfg.drugs)))])
+    ic50 = min(b.ic50_nM for b in drug.blocks)
+    return drug.name, float(ic50 * 10.0 ** rng.uniform(*cfg.conc_decades))
+
+
+def ap_clamp_currents(v_mV: np.ndarray, inputs: np.ndarray, state0: np.ndarray,
+                      temperature_K: float) -> dict[str, np.ndarray]:
+    """The 13 membrane currents (pA/pF) along an AP ``v_mV`` sampled every 0.1 ms, from a
+    voltage clamp that follows it (ramps between samples) from ``state0``: one value per
+    sample except the last."""
+    from ..protocols import Protocol, Segment
+    from ..simulate import simulate_voltage_clamp
+
+    v = np.asarray(v_mV, dtype=np.float64)
+    segs = tuple(Segment(FINE_DT_MS, a, b) for a, b in zip(v[:-1], v[1:]))
+    res = simulate_voltage_clamp(Protocol(segs, FINE_DT_MS, temperature_K), inputs[None, :],
+                                 record_currents=True, initial_state=state0[None, :])
+    return {k: c[0].astype(np.float64) for k, c in res.currents.items()}
+
+
+def _block_mean(x: np.ndarray, k: int) -> np.ndarray:
+    n = len(x) // k
+    return x[:n * k].reshape(n, k).mean(axis=1)
+
+
+def _upstrokes(v: np.ndarray, dt: float, refractory_ms: float) -> np.ndarray:
+    from scipy.signal import find_peaks
+
+    d = np.diff(v) / dt
+    peaks, _ = find_peaks(d, height=1.0, distance=max(1, int(refractory_ms / dt)))
+    return peaks
+
+
+def simulate_cells(cfg: PairConfig, first: int, n: int) -> tuple[dict[str, list], Counter]:
+    """Rows (column -> list) of cells first .. first+n-1 and their status counts."""
+    from ..drugs.catalog import get_drug
+    from ..features import classify_batch
+    from ..model import inputs_from_multipliers
+    from ..population.sampling import sample_multipliers
+    from ..simulate import simulate_current_clamp
+
+    w = cfg.window
+    k = int(round(w.sample_interval_ms / FINE_DT_MS))
+    if abs(k * FINE_DT_MS - w.sample_interval_ms) > 1e-9:
+        raise ValueError(f"window sample_interval_ms must be a multiple of {FINE_DT_MS} ms")
+    m = sample_multipliers(n, cfg.spread, cfg.seed, first).astype(np.float32)
+    inputs = inputs_from_multipliers(m.astype(np.float64))
+    rngs = [_cell_rng(cfg.seed, first + i) for i in range(n)]
+    drugs = [_drug_for(cfg, r) for r in rngs]
+    for i, (name, conc) in enumerate(drugs):
+        if name:
+            inputs[i] = get_drug(name).apply(inputs[i:i + 1], conc)[0]
+    pre = simulate_current_clamp(max(cfg.prepace_ms, FINE_DT_MS), inputs,
+                                 temperature_K=cfg.temperature_K,
+                                 record_interval_ms=max(cfg.prepace_ms, FINE_DT_MS))
+    y0 = np.where(pre.unstable[:, None], np.nan, pre.final_state)
+    ok_start = ~pre.unstable
+    rows: dict[str, list] = {c: [] for c in ROW_COLUMNS}
+    counts: Counter = Counter()
+    if not ok_start.any():
+        counts["unstable"] += n
+        return rows, counts
+    cc = simulate_current_clamp(cfg.duration_ms, inputs[ok_start], temperature_K=cfg.temperature_K,
+                                record_interval_ms=FINE_DT_MS, initial_state=y0[ok_start])
+    idx = np.flatnonzero(ok_start)
+    status, _ = classify_batch(cc.t_ms, cc.v_mV)
+    status = np.where(cc.unstable, "unstable", status)
+    counts["unstable"] += int((~ok_start).sum())
+    counts.update(status.tolist())
+    for j, i in enumerate(idx):
+        if status[j] != "ok":
+            continue
+        rng = rngs[i]
+        junction = cfg.electrode.draw(rng)
+        v_fine = cc.v_mV[j].astype(np.float64)
+        cur = ap_clamp_currents(v_fine, inputs[i], y0[i], cfg.temperature_K)
+        v_fine = v_fine[:-1]
+        e_fine = extracellular(v_fine, FINE_DT_MS, cur, junction["c_junction"],
+                               junction["densities"], junction["highpass_hz"],
+                               cfg.electrode.gain_uV)
+        v_c, e_c = _block_mean(v_fine, k), _block_mean(e_fine, k)
+        e_noisy, sd = add_noise(e_c, junction["snr"], rng)
+        ups = _upstrokes(v_c, w.sample_interval_ms, w.refractory_ms)
+        r = max(1, int(round(10.0 / w.sample_interval_ms)))
+        med = np.median(e_noisy)
+        anchors = np.array([max(0, u - r) + int(np.argmax(np.abs(
+            e_noisy[max(0, u - r):u + r + 1] - med))) for u in ups], dtype=np.int64)
+        starts = window_starts(anchors, len(v_c), w)
+        if starts.size == 0:
+            counts["no_window"] += 1
+            continue
+        ew, vw = cut(e_noisy, starts, w.length), cut(v_c, starts, w.length)
+        for b in range(len(starts)):
+            rows["cell_id"].append(first + i)
+            rows["beat"].append(b)
+            rows["drug"].append(drugs[i][0])
+            rows["conc_nM"].append(drugs[i][1])
+            rows["c_junction"].append(junction["c_junction"])
+            rows["densities"].append(junction["densities"])
+            rows["highpass_hz"].append(junction["highpass_hz"])
+            rows["snr"].append(junction["snr"])
+            rows["noise_sd_uV"].append(sd)
+            rows["anchor_ms"].append((starts[b] + w.pre_samples) * w.sample_interval_ms)
+            rows["multipliers"].append(m[i])
+            rows["eap_uV"].append(ew[b])
+            rows["iap_mV"].append(vw[b])
+    return rows, counts
+
+
+ROW_COLUMNS = ("cell_id", "beat", "drug", "conc_nM", "c_junction", "densities", "highpass_hz",
+               "snr", "noise_sd_uV", "anchor_ms", "multipliers", "eap_uV", "iap_mV")
+
+
+def make_schema(length: int):
+    import pyarrow as pa
+
+    from ..model.equations import N_CURRENTS
+    from ..model.parameters import N_INFERRED
+
+    f32 = pa.float32()
+    return pa.schema([
+        pa.field("cell_id", pa.int64(), nullable=False), pa.field("beat", pa.int32()),
+        pa.field("drug", pa.string()), pa.field("conc_nM", f32),
+        pa.field("c_junction", f32), pa.field("densities", pa.list_(f32, N_CURRENTS)),
+        pa.field("highpass_hz", f32), pa.field("snr", f32), pa.field("noise_sd_uV", f32),
+        pa.field("anchor_ms", f32), pa.field("multipliers", pa.list_(f32, N_INFERRED)),
+        pa.field("eap_uV", pa.list_(f32, length)), pa.field("iap_mV", pa.list_(f32, length))])
+
+
+def _table(rows: dict[str, list], schema):
+    import pyarrow as pa
+
+    cols = {}
+    for f in schema:
+        vals = rows[f.name]
+        if pa.types.is_fixed_size_list(f.type):
+            size = f.type.list_size
+            flat = (np.asarray(vals, dtype=np.float32).reshape(-1) if vals
+                    else np.zeros(0, np.float32))
+            cols[f.name] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), size)
+        else:
+            cols[f.name] = pa.array(vals, f.type)
+    return pa.Table.from_pydict(cols, schema=schema)
+
+
+def write_shard(cfg: PairConfig, index: int, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Simulate shard ``index`` and write it atomically (Parquet, then its sidecar)."""
+    import pyarrow.parquet as pq
+
+    from ..population.store import shard_name, sidecar_name, write_json_atomic
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    first, n = cfg.shard_bounds(index)
+    rows, counts = simulate_cells(cfg, first, n)
+    table = _table(rows, make_schema(cfg.window.length))
+    path = out / shard_name(index)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    summary = {"index": index, "first_cell_id": first, "n_cells": n,
+               "config_hash": cfg.config_hash(), "file": path.name, "rows_kept": table.num_rows,
+               "cells_kept": len(set(rows["cell_id"])), "status_counts": dict(counts),
+               "wall_s": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
+    write_json_atomic(out / sidecar_name(index), summary)
+    return summary
+
+
+def _shard_task(cfg_json: str, index: int, out_dir: str) -> dict[str, Any]:
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except Exception:  # noqa: BLE001 - a performance setting only
+        pass
+    return write_shard(PairConfig.model_validate_json(cfg_json), index, out_dir)
+
+
+# ---- the driver ---------------------------------------------------------------------------------
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    p = out / "manifest.json"
+    if not p.is_file():
+        return None
+    m = json.loads(p.read_text(encoding="utf-8"))
+    if m.get("format") != FORMAT:
+        raise ValueError(f"{p}: not a pair store manifest (format {FORMAT!r} expected)")
+    return m
+
+
+def _check_out(out: Path, chash: str) -> None:
+    if not out.exists():
+        out.mkdir(parents=True)
+        return
+    if not out.is_dir():
+        raise ValueError(f"output path {out} exists and is not a directory")
+    m = _read_manifest(out)
+    if m is not None:
+        if m.get("config_hash") != chash:
+            raise ValueError(f"directory {out} holds a pair store of another configuration "
+                             f"(config hash {m.get('config_hash', '?')[:12]}…); use a new "
+                             "directory or the same settings to resume")
+        return
+    if any(not p.name.endswith(".tmp") for p in out.iterdir()):
+        raise ValueError(f"output directory {out} is not empty and holds no manifest.json; "
+                         "use a new or empty directory")
+
+
+def generate_pairs(cfg: PairConfig, out_dir: str | os.PathLike, *, n_workers: int | None = None,
+                   num_cpus: int | None = None, ray_address: str | None = None,
+                   log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Generate (or resume) the pair store of ``cfg`` in ``out_dir`` with one Ray task per
+    shard (one CPU each, at most ``n_workers`` at a time); returns the manifest."""
+    import ray
+
+    from ..population.generate import _init_ray, _versions
+    from ..population.store import complete_shard, remove_stale_temporaries, write_json_atomic
+
+    out = Path(out_dir).resolve()
+    chash = cfg.config_hash()
+    _check_out(out, chash)
+    remove_stale_temporaries(out)
+    t0 = time.perf_counter()
+    done: dict[int, dict[str, Any]] = {}
+    for i in range(cfg.n_shards):
+        side = complete_shard(out, i, chash, *cfg.shard_bounds(i))
+        if side is not None:
+            done[i] = side
+    pending = [i for i in range(cfg.n_shards) if i not in done]
+
+    def manifest(status: str) -> dict[str, Any]:
+        shards = [done[i] for i in sorted(done)]
+        counts: Counter = Counter()
+        for s in shards:
+            counts.update(s.get("status_counts", {}))
+        m = {"format": FORMAT, "status": status, "config": cfg.model_dump(mode="json"),
+             "config_hash": chash, "n_shards": cfg.n_shards, "shards": shards,
+             "totals": {"cells": sum(s["n_cells"] for s in shards),
+                        "cells_kept": sum(s["cells_kept"] for s in shards),
+                        "windows": sum(s["rows_kept"] for s in shards),
+                        "status_counts": dict(counts)},
+             "versions": _versions(), "wall_s": round(time.perf_counter() - t0, 3)}
+        write_json_atomic(out / "manifest.json", m)
+        return m
+
+    manifest("running")
+    if pending:
+        started = _init_ray(num_cpus, ray_address, "auto")
+        try:
+            limit = max(1, int(n_workers or ray.available_resources().get("CPU", 1)))
+            task = ray.remote(num_cpus=1, max_retries=2)(_shard_task)
+            cfg_json = cfg.model_dump_json()
+            queue, running = list(pending), {}
+            while queue or running:
+                while queue and len(running) < limit:
+                    i = queue.pop(0)
+                    running[task.remote(cfg_json, i, str(out))] = i
+                ready, _ = ray.wait(list(running), num_returns=1)
+                for ref in ready:
+                    i = running.pop(ref)
+                    done[i] = ray.get(ref)
+                    if log:
+                        log(f"shard {i}: {done[i]['rows_kept']} windows from "
+                            f"{done[i]['cells_kept']}/{done[i]['n_cells']} cells "
+                            f"({done[i]['wall_s']:.1f} s)")
+                manifest("running")
+        finally:
+            if started:
+                ray.shutdown()
+    return manifest("complete")
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+def load_pairs(path: str | os.PathLike, columns: tuple[str, ...] | None = None
+               ) -> dict[str, np.ndarray]:
+    """All rows of a complete pair store as arrays (list columns as 2-D float32)."""
+    import pyarrow.parquet as pq
+
+    from ..population.store import list_to_numpy
+
+    out = Path(path)
+    m = _read_manifest(out)
+    if m is None:
+        raise ValueError(f"{out} is not a pair store: no manifest.json")
+    if m.get("status") != "complete":
+        raise ValueError(f"{out}: the generation has not finished; re-run it to resume")
+    tables = [pq.read_table(out / s["file"], columns=list(columns) if columns else None)
+              for s in m["shards"]]
+    import pyarrow as pa
+
+    t = pa.concat_tables(tables)
+    res: dict[str, np.ndarray] = {}
+    for name in t.column_names:
+        col = t.column(name)
+        if pa.types.is_fixed_size_list(col.type):
+            res[name] = list_to_numpy(col).astype(np.float32)
+        else:
+            res[name] = col.to_numpy(zero_copy_only=False)
+    res["split"] = split_of(res["cell_id"]) if "cell_id" in res else None
+    res["manifest"] = m
+    return res

@@ -1,0 +1,328 @@
+"""Intracellular APs from extracellular recordings (cardiotwin.reconstruct): physics residual,
+electrode model, windows and APD, pair generation on Ray, network and loss, artifact, use."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from cardiotwin.reconstruct.electrode import (ElectrodeConfig, add_noise, extracellular,
+                                              highpass, junction_current)
+from cardiotwin.reconstruct.physics import (PhysicsConfig, ap_residual, ap_rhs,
+                                            physics_loss_numpy)
+from cardiotwin.reconstruct.windows import (APD_LEVELS, WindowConfig, apd, detect_spikes,
+                                            normalize_eap, normalize_iap)
+
+PHYS = PhysicsConfig()
+A, K, X = 0.15, 8.0, 0.5
+
+
+# ---- physics --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ap_solution():
+    from scipy.integrate import solve_ivp
+
+    sol = solve_ivp(lambda t, y: ap_rhs(y[0], y[1], A, K, X, PHYS), (0.0, 100.0), [0.3, 0.0],
+                    method="Radau", rtol=1e-11, atol=1e-13, dense_output=True)
+    assert sol.success
+    return sol
+
+
+def test_residual_zero_on_exact_derivatives(ap_solution):
+    t = np.linspace(0, 100, 20001)
+    v, w = ap_solution.sol(t)
+    assert v.max() > 0.9 and v[-1] < 0.05          # a full AP: upstroke and recovery
+    dv, dw = ap_rhs(v, w, A, K, X, PHYS)
+    fp = K * (3 * v * v - 2 * (1 + A) * v + A)
+    d2v = -fp * dv - dv * w - v * dw                  # d/dt of (1)
+    r = ap_residual(v, dv, d2v, A, K, X, PHYS)
+    scale = np.abs(d2v * v).max()
+    assert np.abs(r).max() < 1e-12 * max(scale, 1.0)
+
+
+def test_residual_small_on_sampled_trajectory_large_on_distorted(ap_solution):
+    h = 0.01                                           # AP time units
+    t = np.arange(0, 100, h)
+    v = ap_solution.sol(t)[0]
+    dt_ms = h * PHYS.time_unit_ms
+    ok = physics_loss_numpy(v, dt_ms, A, K, X, PHYS)
+    assert ok < 1e-8
+    distorted = [v * (1 + 0.05 * np.sin(t / 3)),        # amplitude ripple
+                 ap_solution.sol(t * 0.8)[0],           # 20 % shorter AP
+                 v + 0.02 * np.exp(-((t - 30) / 2) ** 2)]   # a bump on the plateau
+    for d in distorted:
+        assert physics_loss_numpy(d, dt_ms, A, K, X, PHYS) > 1e3 * ok
+    # wrong parameters are penalized too
+    assert physics_loss_numpy(v, dt_ms, A, 2 * K, X, PHYS) > 1e3 * ok
+
+
+def test_keras_physics_term_matches_numpy(ap_solution):
+    from cardiotwin.reconstruct.losses import make_loss
+
+    h = 0.05
+    v = ap_solution.sol(np.arange(0, 64, h))[0].astype(np.float32)
+    unit = [(A - PHYS.a_range[0]) / np.ptp(PHYS.a_range), (K - PHYS.k_range[0]) /
+            np.ptp(PHYS.k_range), (X - PHYS.x_range[0]) / np.ptp(PHYS.x_range)]
+    yp = np.concatenate([v[None, :, None], np.broadcast_to(np.float32(unit), (1, len(v), 3))],
+                        axis=-1)
+    loss = make_loss((0.5,), 1.0, 1.0, h * PHYS.time_unit_ms, PHYS)
+    got = float(np.asarray(loss.physics_term(yp))[0])
+    want = float(physics_loss_numpy(v.astype(np.float64), h * PHYS.time_unit_ms, A, K, X, PHYS))
+    assert got == pytest.approx(want, rel=2e-2, abs=1e-9)
+    # loss = alpha * L1 + beta * log(L_phys); zero L1 against itself
+    total = float(np.asarray(loss(v[None, :, None], yp))[0])
+    assert total == pytest.approx(np.log(got + 1e-10), rel=1e-4)
+
+
+# ---- electrode --------------------------------------------------------------------------------
+
+def test_pure_capacitive_junction_records_the_derivative():
+    dt = 0.1
+    t = np.arange(0, 500, dt)
+    w = 2 * np.pi / 100.0                               # 10 Hz
+    v = -40 + 30 * np.sin(w * t)
+    e = extracellular(v, dt, {}, c_junction=0.7, densities=np.zeros(13), highpass_hz=0.0,
+                      gain_uV=5.0)
+    exact = 5.0 * 0.7 * 30 * w * np.cos(w * t)
+    assert np.abs(e - exact).max() < 1e-3 * np.abs(exact).max()
+
+
+def test_highpass_gain_is_first_order():
+    dt = 0.1
+    t = np.arange(0, 20000, dt)
+    for f, fc in ((1.0, 5.0), (5.0, 5.0), (50.0, 2.0)):
+        y = highpass(np.sin(2 * np.pi * f * t / 1000), dt, fc)
+        tail = y[len(y) // 2:]
+        gain = np.sqrt(2) * tail.std()
+        assert gain == pytest.approx(f / np.hypot(f, fc), rel=2e-3)
+    assert np.array_equal(highpass(t, dt, 0.0), t)
+
+
+def test_ionic_junction_currents_and_noise():
+    dt = 0.1
+    v = np.linspace(-80, 20, 101)
+    i_na = np.sin(np.arange(101) / 7.0)
+    ij = junction_current(v, dt, {"I_Na": i_na, "I_Kr": np.ones(101)}, 0.0,
+                          {"I_Na": 2.0, "I_Kr": 0.0})
+    assert np.allclose(ij, 2.0 * i_na)
+    rng = np.random.default_rng(0)
+    e = np.zeros(200000)
+    e[::1000] = 50.0
+    noisy, sd = add_noise(e, snr=25.0, rng=rng)
+    assert sd == pytest.approx(2.0)
+    assert (noisy - e).std() == pytest.approx(2.0, rel=0.01)
+    with pytest.raises(ValueError, match="snr_range"):
+        ElectrodeConfig(snr_range=(0.0, 10.0))
+
+
+# ---- windows ----------------------------------------------------------------------------------
+
+def test_apd_on_analytic_trapezoid():
+    cfg = WindowConfig(length=1000, pre_ms=100.0)
+    v = np.full(1000, 0.1)
+    v[101:300] = 1.0                                    # step up between samples 100 and 101
+    v[300:501] = 1.0 - 0.9 * np.arange(201) / 200      # linear repolarization 300 -> 500 ms
+    got = apd(v, 1.0, cfg)
+    t_up = 100.5
+    want = [300 + x / 100 * 200 - t_up for x in APD_LEVELS[:-1]] + [500 - t_up]
+    assert np.allclose(got, want, atol=1e-9)
+    # APD scales with the time step
+    assert np.allclose(apd(v, 2.0, WindowConfig(length=1000, pre_ms=200.0,
+                                                sample_interval_ms=2.0)), 2 * np.array(want))
+
+
+def test_normalizations_and_spike_detection():
+    cfg = WindowConfig(length=256, pre_ms=50.0)
+    v = np.sin(np.linspace(0, 3, 256))[None] * 40 - 60
+    n = normalize_iap(v, cfg)
+    assert n.min() == pytest.approx(0.1) and n.max() == pytest.approx(1.0)
+    rng = np.random.default_rng(1)
+    e = rng.normal(0, 2.0, 256) + 7.0
+    e[60] -= 300
+    x = normalize_eap(e, cfg)
+    assert x[0] == 0.0
+    assert x[60] == pytest.approx(-300 / (60 * 2.0), rel=0.2)   # spike height ~ S/N / 60
+    rec = rng.normal(0, 1.0, 5000)
+    spikes = np.arange(300, 5000, 700)
+    rec[spikes] -= 80
+    assert np.array_equal(detect_spikes(rec, WindowConfig()), spikes)
+
+
+# ---- pair generation on Ray ----------------------------------------------------------------
+
+def _small_pairs_config(**kw):
+    from cardiotwin.reconstruct.pairs import PairConfig
+
+    base = dict(n_cells=4, shard_size=2, seed=3, prepace_ms=1000.0, duration_ms=1500.0,
+                drugs=("e4031",), drug_fraction=0.5,
+                window=WindowConfig(length=512, pre_ms=100.0))
+    base.update(kw)
+    return PairConfig(**base)
+
+
+def test_pair_generator_on_ray(ray_session, tmp_path):
+    from cardiotwin.reconstruct.pairs import generate_pairs, load_pairs, simulate_cells
+
+    cfg = _small_pairs_config()
+    m = generate_pairs(cfg, tmp_path / "pairs", n_workers=2, log=None)
+    assert m["status"] == "complete" and len(m["shards"]) == 2
+    # the workers wrote exactly what the same cells give here
+    rows = sum((simulate_cells(cfg, *cfg.shard_bounds(i))[0]["cell_id"] for i in range(2)), [])
+    assert m["totals"]["windows"] == len(rows) > 0
+    assert sum(m["totals"]["status_counts"].values()) == 4
+    data = load_pairs(tmp_path / "pairs")
+    assert data["eap_uV"].shape == (len(rows), 512) and data["iap_mV"].shape == (len(rows), 512)
+    assert sorted(data["cell_id"].tolist()) == sorted(rows)
+    assert np.all(np.isfinite(data["eap_uV"]))
+    # the iAP upstroke is right after the eAP spike (window anchor at 100 ms)
+    up = np.argmax(np.diff(data["iap_mV"], axis=1), axis=1)
+    assert np.all(np.abs(up - 100) <= 10)
+    # a re-run finds every shard complete and simulates nothing
+    m2 = generate_pairs(cfg, tmp_path / "pairs", n_workers=2, log=None)
+    assert [s["wall_s"] for s in m2["shards"]] == [s["wall_s"] for s in m["shards"]]
+    with pytest.raises(ValueError, match="another configuration"):
+        generate_pairs(_small_pairs_config(seed=4), tmp_path / "pairs", log=None)
+    with pytest.raises(ValueError, match="nodrug"):
+        _small_pairs_config(drugs=("nodrug",))
+
+
+# ---- network, loss, training, artifact ---------------------------------------------------------
+
+WIN = WindowConfig(length=128, pre_ms=40.0, sample_interval_ms=4.0, refractory_ms=200.0)
+
+
+def _synthetic_windows(n, seed=0):
+    """Analytic APs (APD 150-350 ms) and eAPs: a spike at the upstroke plus a repolarization
+    wave, with noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(WIN.length) * WIN.sample_interval_ms
+    dur = rng.uniform(150, 350, n)[:, None]
+    up = 40.0
+    v = -75 + 95 * (t > up) / (1 + np.exp((t - up - dur) / 20.0))
+    dv = np.gradient(v, WIN.sample_interval_ms, axis=1)
+    e = -dv + rng.normal(0, 0.2, v.shape)
+    return e, v
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from cardiotwin.reconstruct.train import (PairData, ReconTrainConfig, fit, normalize_pairs,
+                                              save_artifact)
+    from cardiotwin.reconstruct.unet import NetConfig
+
+    e, v = _synthetic_windows(96)
+    x, y = normalize_pairs(e, v, WIN)
+    data = PairData({"train": x[:80], "val": x[80:]}, {"train": y[:80], "val": y[80:]}, {}, {},
+                    WIN, {})
+    cfg = ReconTrainConfig(epochs=6, batch_size=16, learning_rate=5e-3, beta=0.01,
+                           net=NetConfig(filters=4, depth=2, kernel_size=5, head_units=4))
+    model, hist, _ = fit(cfg, data)
+    out = tmp_path_factory.mktemp("recon") / "model"
+    save_artifact(out, model, cfg, WIN, history=hist)
+    return model, hist, out, x, cfg
+
+
+def test_tiny_training_decreases_loss(tiny_model):
+    _, hist, _, _, _ = tiny_model
+    assert hist["loss"][-1] < 0.7 * hist["loss"][0]
+    assert hist["median_mae"][-1] < hist["median_mae"][0]
+
+
+def test_quantiles_ordered_on_every_output(tiny_model):
+    from cardiotwin.reconstruct.train import predict
+
+    model, _, _, x, _ = tiny_model
+    rng = np.random.default_rng(5)
+    for inp in (x, 10 * rng.normal(size=x.shape).astype(np.float32)):
+        p = predict(model, inp, 3)
+        assert np.all(p[..., 0] <= p[..., 1]) and np.all(p[..., 1] <= p[..., 2])
+
+
+def test_artifact_round_trip(tiny_model, tmp_path):
+    from cardiotwin.reconstruct.infer import load_reconstructor
+    from cardiotwin.reconstruct.train import predict, save_artifact
+
+    model, _, out, x, cfg = tiny_model
+    est = load_reconstructor(out)
+    assert est.window == WIN and est.quantiles == (0.05, 0.5, 0.95)
+    got, params = est.predict_windows(x[:8, :, 0])
+    assert np.allclose(got, predict(model, x[:8], 3), atol=1e-5)
+    assert np.all((params[:, 1] >= PHYS.k_range[0]) & (params[:, 1] <= PHYS.k_range[1]))
+    with pytest.raises(ValueError, match="exists"):
+        save_artifact(out, model, cfg, WIN)
+    with pytest.raises(ValueError, match="not a reconstruction model"):
+        load_reconstructor(tmp_path)
+
+
+# ---- use: recordings, errors, CLI, Serve entry point ----------------------------------------
+
+def _recording_csv(path, n_beats=5, period_ms=700.0, dt=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, n_beats * period_ms + 300, dt)
+    e = rng.normal(0, 1.0, t.size)
+    for b in range(n_beats):
+        i = int((150 + b * period_ms) / dt)
+        e[i:i + 3] -= [60, 80, 30]
+    path.write_text("t_ms,eap_uV\n" + "\n".join(f"{a:.3f},{b:.4f}" for a, b in zip(t, e)))
+    return path
+
+
+def _errors(est, tmp_path):
+    from cardiotwin.reconstruct.infer import read_eap_csv, reconstruct_recording
+
+    cases = {"empty": ("", "empty"), "wrong_cols": ("time,voltage\n0,1\n1,2\n", "wrong columns"),
+             "nan": ("t_ms,eap_uV\n" + "\n".join(f"{i},{'nan' if i == 7 else 0.5}"
+                                                for i in range(2000)), "non-finite"),
+             "short": ("t_ms,eap_uV\n" + "\n".join(f"{i},{i % 3}" for i in range(50)),
+                       "too short")}
+    for name, (text, msg) in cases.items():
+        p = tmp_path / f"{name}.csv"
+        p.write_text(text)
+        with pytest.raises(ValueError, match=msg):
+            t, e, _ = read_eap_csv(p)
+            reconstruct_recording(est, t, e, source=p.name)
+
+
+def test_bad_recordings_give_clear_errors(tiny_model, tmp_path):
+    from cardiotwin.reconstruct.infer import (EAPRecordingError, load_reconstructor,
+                                              reconstruct_from_bytes)
+
+    est = load_reconstructor(tiny_model[2])
+    _errors(est, tmp_path)
+    with pytest.raises(EAPRecordingError, match="unknown file type"):
+        reconstruct_from_bytes(est, b"1,2", "rec.xlsx")
+    with pytest.raises(EAPRecordingError, match="empty"):
+        reconstruct_from_bytes(est, b"", "rec.csv")
+    flat = "t_ms,eap_uV\n" + "\n".join(f"{i},0" for i in range(3000))
+    with pytest.raises(EAPRecordingError, match="no complete beat window"):
+        reconstruct_from_bytes(est, flat.encode(), "flat.csv")
+    with pytest.raises(ValueError, match="not an ABF file"):
+        reconstruct_from_bytes(est, b"garbage bytes", "rec.abf")
+
+
+def test_cli_and_serve_entry_point(tiny_model, tmp_path):
+    from cardiotwin.reconstruct.cli_args import add_reconstruct_parser
+    from cardiotwin.reconstruct.infer import load_reconstructor, reconstruct_from_bytes
+
+    rec = _recording_csv(tmp_path / "rec.csv")
+    p = argparse.ArgumentParser(prog="cardiotwin")
+    add_reconstruct_parser(p.add_subparsers(dest="command", required=True))
+    a = p.parse_args(["reconstruct", str(rec), "--model", str(tiny_model[2]), "--out-dir",
+                      str(tmp_path / "out")])
+    assert a.func(a) == 0
+    out = json.loads((tmp_path / "out" / "reconstruction.json").read_text())
+    assert out["n_beats"] == 5 and len(out["apd"]) == 5
+    assert np.allclose([r["time_s"] for r in out["apd"]],
+                       [(150 + 1 + 700 * b) / 1000 for b in range(5)], atol=0.005)
+    windows = np.loadtxt(tmp_path / "out" / "windows.csv", delimiter=",", skiprows=1)
+    assert windows.shape == (5 * WIN.length, 6)
+    assert np.all(windows[:, 3] <= windows[:, 4]) and np.all(windows[:, 4] <= windows[:, 5])
+    assert (tmp_path / "out" / "reconstruction.png").stat().st_size > 1000
+    assert "APD90_ms" in (tmp_path / "out" / "apd.csv").read_text().splitlines()[0]
+    d = reconstruct_from_bytes(load_reconstructor(tiny_model[2]), rec.read_bytes(), "rec.csv",
+                               max_beats=2, figure=True)
+    json.dumps(d, allow_nan=False)
+    assert d["n_beats"] == 2 and len(d["windows"][0]["q50"]) == WIN.length
+    assert len(d["figure_png_base64"]) > 1000
