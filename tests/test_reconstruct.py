@@ -326,3 +326,28 @@ def test_cli_and_serve_entry_point(tiny_model, tmp_path):
     json.dumps(d, allow_nan=False)
     assert d["n_beats"] == 2 and len(d["windows"][0]["q50"]) == WIN.length
     assert len(d["figure_png_base64"]) > 1000
+
+
+@pytest.mark.slow
+def test_tune_small_search(ray_session, tmp_path):
+    from ray import tune
+
+    from cardiotwin.reconstruct.infer import load_reconstructor
+    from cardiotwin.reconstruct.train import PairData, ReconTrainConfig, normalize_pairs
+    from cardiotwin.reconstruct.tuning import tune_reconstruction
+    from cardiotwin.reconstruct.unet import NetConfig
+
+    e, v = _synthetic_windows(60, seed=2)
+    x, y = normalize_pairs(e, v, WIN)
+    data = PairData({"train": x[:40], "val": x[40:50], "test": x[50:]},
+                    {"train": y[:40], "val": y[40:50], "test": y[50:]}, {}, {}, WIN, {})
+    base = ReconTrainConfig(batch_size=16, net=NetConfig(filters=4, depth=2, kernel_size=5,
+                                                         head_units=4))
+    space = {"beta": tune.grid_search([0.0, 0.01]), "filters": tune.choice([4]),
+             "alpha": 1.0}
+    s = tune_reconstruction(data, tmp_path / "tune", base=base, search_space=space,
+                            num_samples=1, max_epochs=2, grace_period=2, log=None)
+    assert s["n_trials"] == 2 and s["n_finished"] == 2
+    assert s["best_config"]["beta"] in (0.0, 0.01)
+    assert np.isfinite(s["test_metrics"]["mae"])
+    assert load_reconstructor(s["artifact"]).quantiles == (0.05, 0.5, 0.95)

@@ -52,3 +52,51 @@ def add_reconstruct_parser(subparsers) -> argparse.ArgumentParser:
     add_reconstruct_arguments(p)
     p.set_defaults(func=_cmd_reconstruct)
     return p
+
+
+# ---- pair generation (jobs/reconstruct_pairs.py) ---------------------------------------------
+
+def add_pairs_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the pair generator (jobs/reconstruct_pairs.py)."""
+    p.add_argument("--out", required=True, metavar="DIR", help="pair store directory (shared "
+                                                               "by all nodes)")
+    p.add_argument("--n-cells", type=int, default=200, help="cells to simulate (default 200)")
+    p.add_argument("--range", dest="spread", type=float, default=0.4,
+                   help="multiplier range r: U(1-r, 1+r) (default 0.4)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--drugs", default=None,
+                   help="comma-separated drugs of the catalog for the treated cells (default: "
+                        "e4031,verapamil,nifedipine,lidocaine,cisapride,quinine; '' for none)")
+    p.add_argument("--drug-fraction", type=float, default=0.6,
+                   help="fraction of cells with a drug (default 0.6)")
+    p.add_argument("--duration-ms", type=float, default=3000.0,
+                   help="recorded time per cell in ms (default 3000)")
+    p.add_argument("--prepace-ms", type=float, default=5000.0,
+                   help="free-running time before recording in ms (default 5000)")
+    p.add_argument("--snr", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="eAP signal-to-noise range (default 20 200)")
+    p.add_argument("--shard-size", type=int, default=50, help="cells per shard (default 50)")
+    p.add_argument("--n-workers", type=int, default=None,
+                   help="concurrent Ray tasks (default: the cluster's CPUs)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster")
+    p.add_argument("--ray-address", default=None, help="Ray cluster (default $RAY_ADDRESS)")
+
+
+def pairs_config_from_args(a: argparse.Namespace):
+    from .electrode import ElectrodeConfig
+    from .pairs import PairConfig
+
+    kw = dict(n_cells=a.n_cells, spread=a.spread, seed=a.seed, drug_fraction=a.drug_fraction,
+              duration_ms=a.duration_ms, prepace_ms=a.prepace_ms, shard_size=a.shard_size)
+    if a.drugs is not None:
+        kw["drugs"] = tuple(d.strip() for d in a.drugs.split(",") if d.strip())
+    if a.snr is not None:
+        kw["electrode"] = ElectrodeConfig(snr_range=tuple(a.snr))
+    return PairConfig(**kw)
+
+
+def run_pairs_from_args(a: argparse.Namespace) -> dict:
+    from .pairs import generate_pairs
+
+    return generate_pairs(pairs_config_from_args(a), a.out, n_workers=a.n_workers,
+                          num_cpus=a.num_cpus, ray_address=a.ray_address)
