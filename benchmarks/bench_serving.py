@@ -90,13 +90,18 @@ def main() -> None:
         if label.startswith("full"):
             t0 = time.perf_counter()
             with cf.ThreadPoolExecutor(a.clients) as pool:
-                list(pool.map(lambda _: _post(url, data), range(a.requests)))
+                conc = list(pool.map(lambda _: _post(url, data), range(a.requests)))
             thr = a.requests / (time.perf_counter() - t0)
+            conc_lat = np.array([dt for dt, _ in conc]) * 1e3
+            batches = np.array([tw.get("simulation_batch_size", 1) for _, tw in conc])
     print(f"{a.requests} sequential requests with the example ABF (protocol_a, 10 kHz, "
           f"{len(data) / 1e6:.1f} MB); {a.replicas} replica(s); load average {loadavg()}")
     print(table(["request", "p50 ms", "p99 ms", "parse", "infer", "vc sim", "ap sim",
                  "analysis"], rows))
-    print(f"throughput, full twin, {a.clients} concurrent clients: {thr:.2f} requests/s")
+    print(f"throughput, full twin, {a.clients} concurrent clients: {thr:.2f} requests/s "
+          f"(latency p50 {np.percentile(conc_lat, 50):.0f} ms, p99 "
+          f"{np.percentile(conc_lat, 99):.0f} ms; simulation batch mean {batches.mean():.1f}, "
+          f"max {batches.max()})")
     serve.shutdown()
     ray.shutdown()
 

@@ -287,3 +287,32 @@ def test_finished_screen_is_reused_and_reloaded(screen):
     np.testing.assert_array_equal(loaded.column("apd90_ms"), r.column("apd90_ms"))
     with pytest.raises(ValueError, match="holds another screen"):
         run_screen(cfg.model_copy(update={"seed": 1}), progress=False, echo=None)
+
+
+def test_screen_around_a_twin_json(tmp_path):
+    """`cardiotwin screen --twin-multipliers twin.json` takes the twin as the twin command and
+    the /twin endpoint write it; a file that is not a twin is refused, naming it."""
+    import json as _json
+
+    import numpy as np
+
+    from cardiotwin.cli import build_parser
+    from cardiotwin.drugs.config import config_from_args
+    from cardiotwin.model.parameters import INFERRED_NAMES
+    from cardiotwin.twin.inference import Twin
+
+    m = np.linspace(0.85, 1.15, len(INFERRED_NAMES))
+    twin = Twin(list(INFERRED_NAMES), m, m, np.zeros_like(m), "h" * 64, 310.0)
+    path = tmp_path / "cell7.json"
+    path.write_text(_json.dumps(twin.to_json()))
+    args = build_parser().parse_args(["screen", "--drug", "E-4031", "--twin-multipliers",
+                                      str(path), "--out", str(tmp_path / "s")])
+    cfg = config_from_args(args)
+    assert cfg.twin_name == "cell7"
+    assert dict(cfg.twin_multipliers) == pytest.approx(dict(zip(INFERRED_NAMES, m)))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"fit": {}}')
+    args = build_parser().parse_args(["screen", "--drug", "E-4031", "--twin-multipliers",
+                                      str(bad), "--out", str(tmp_path / "s")])
+    with pytest.raises(ValueError, match="bad.json: expected a twin JSON"):
+        config_from_args(args)

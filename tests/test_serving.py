@@ -91,6 +91,36 @@ def test_example_abf_round_trip_recovers_the_cell(service, example, noisy_model)
     assert set(twin["timings_s"]) >= {"parsing", "inference", "ap_simulation"}
 
 
+def test_concurrent_requests_are_simulated_together(service, example, noisy_model):
+    """Concurrent twins share one simulation batch and get the same answer as one alone."""
+    import concurrent.futures as cf
+
+    from cardiotwin.learn import load_estimator
+    from cardiotwin.twin import read_abf
+    from cardiotwin.twin.inference import make_twin
+
+    data = example.voltage_clamp_abf.read_bytes()
+
+    def post(_):
+        r = requests.post(f"{service}/twin", files={"file": ("cell.abf", data)}, timeout=120)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with cf.ThreadPoolExecutor(6) as pool:
+        twins = list(pool.map(post, range(6)))
+    assert max(t["simulation_batch_size"] for t in twins) > 1
+    est = load_estimator(noisy_model)
+    alone = make_twin(est, read_abf(example.voltage_clamp_abf, protocol=est.protocol),
+                      ap_duration_ms=3000.0)
+    for t in twins:
+        assert t["status"] == alone.status
+        assert t["fit"]["relative_rms"] == pytest.approx(alone.fit["relative_rms"], rel=1e-4)
+        for k in ("apd90_ms", "cycle_length_ms", "mdp_mV"):
+            want = alone.biomarkers[k]
+            assert (t["biomarkers"][k] is None and not np.isfinite(want)) or \
+                t["biomarkers"][k] == pytest.approx(want, rel=1e-3, abs=0.5)
+
+
 def test_json_trace_and_parameters_only(service, example):
     from cardiotwin.twin import read_abf
 

@@ -3,7 +3,7 @@
   cardiotwin simulate vc --protocol P.csv [--multipliers M.csv] [--temperature-k 310] --out OUT.csv
   cardiotwin simulate ap --duration-ms 6000 [--multipliers M.csv] [--temperature-k 310] --out OUT.csv
   cardiotwin features TRACE.csv
-  cardiotwin demo [--n-cells 200] [--out-dir out/demo]
+  cardiotwin demo [--size default|smallest] [--out-dir out/demo]   (the whole pipeline)
   cardiotwin generate --n-cells N --out DIR [--range 0.4] [--protocol P] ...  (on Ray)
 """
 
@@ -80,10 +80,12 @@ def _cmd_features(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import DemoConfig, run_demo
+    from .demo import demo_config, run_demo
 
-    run_demo(DemoConfig(n_cells=a.n_cells, spread=a.range, seed=a.seed,
-                        beating_ms=a.beating_ms, out_dir=Path(a.out_dir)))
+    cfg = demo_config(a.size, out_dir=a.out_dir, n_cells=a.n_cells, spread=a.range, seed=a.seed,
+                      epochs=a.epochs, screen_cells=a.screen_cells,
+                      concentrations_nM=a.concentrations_nm, num_cpus=a.num_cpus)
+    run_demo(cfg)
     return 0
 
 
@@ -189,15 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CSV(.gz) with t_ms,v_mV or time_s,voltage_mV columns")
     ft.set_defaults(func=_cmd_features)
 
-    demo = sub.add_parser("demo", help="the embedded default run: a small population, summary "
-                                       "and figure")
-    demo.add_argument("--n-cells", type=int, default=200, help="population size (default 200)")
-    demo.add_argument("--range", type=float, default=0.4,
-                      help="multiplier range r: U(1-r, 1+r) (default 0.4)")
-    demo.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    demo.add_argument("--beating-ms", type=float, default=6000.0,
-                      help="free-running duration in ms (default 6000)")
-    demo.add_argument("--out-dir", default="out/demo", help="output directory")
+    demo = sub.add_parser("demo", help="the whole pipeline on an embedded default (local Ray): "
+                                       "population, network, twin of the example ABF, E-4031 "
+                                       "screen, HTML report")
+    demo.add_argument("--size", choices=("default", "smallest"), default="default",
+                      help="named sizes: default (4000 cells, 400-cell screen; a few minutes on "
+                           "2 cores) or smallest (300 cells, 8-cell screen)")
+    demo.add_argument("--out-dir", default=None, help="output directory (default out/demo)")
+    demo.add_argument("--n-cells", type=int, default=None, help="training population size")
+    demo.add_argument("--range", type=float, default=None,
+                      help="multiplier range r: U(1-r, 1+r) (default 0.2)")
+    demo.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs at most")
+    demo.add_argument("--screen-cells", type=int, default=None, help="screen population size")
+    demo.add_argument("--concentrations-nm", type=float, nargs="+", default=None,
+                      help="E-4031 concentrations (nM)")
+    demo.add_argument("--num-cpus", type=int, default=None,
+                      help="CPUs of the local Ray cluster (default: all)")
     demo.set_defaults(func=_cmd_demo)
 
     from .population.config import add_generate_arguments

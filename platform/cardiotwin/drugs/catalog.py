@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..model.parameters import CONDUCTANCE_SCALE
+from ..validation import plain_errors
 from . import hill as _hill
 
 CURRENT_ALIASES = {"hERG": "IKr", "herg": "IKr"}
@@ -45,16 +46,6 @@ USER_SOURCE = "user-defined"
 def drug_key(name: str) -> str:
     """Lookup key of a drug name: lower case, letters and digits only."""
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
-
-
-def plain_errors(e: ValidationError, what: str) -> ValueError:
-    """One readable ValueError from a pydantic error: '<what>.<field>: <message>' per problem."""
-    msgs = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        msgs.append(f"{what}{'.' + loc if loc else ''}: {msg}")
-    return ValueError("; ".join(msgs))
 
 
 class ChannelBlock(BaseModel):

@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .catalog import Drug, get_drug, plain_errors
+from ..validation import plain_errors
+from .catalog import Drug, get_drug
 
 FORMAT = "cardiotwin.screen/1"
 TEMPERATURE_RANGE_K = (250.0, 330.0)
@@ -262,8 +263,9 @@ def add_screen_arguments(p) -> None:
                    help="multiplier range r of the 52 parameters: [1-r, 1+r] (default 0.2)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     g.add_argument("--sampler", choices=("uniform", "lhs", "sobol"), default="uniform")
-    g.add_argument("--twin-multipliers", default=None, metavar="CSV",
-                   help="the twin as a name,multiplier CSV (default: the model baseline)")
+    g.add_argument("--twin-multipliers", default=None, metavar="FILE",
+                   help="the twin: its JSON (cardiotwin twin --out, /twin) or a "
+                        "name,multiplier CSV (default: the model baseline)")
     g.add_argument("--twin-name", default=None, help="label of the twin in the outputs")
     s = p.add_argument_group("simulation")
     s.add_argument("--temperature-k", type=float, default=310.0, metavar="K")
@@ -316,7 +318,13 @@ def config_from_args(a) -> ScreenConfig:
         raise ValueError(f"--concentrations-nm: not numbers: {' '.join(a.concentrations)}"
                          ) from None
     dep = str(a.depolarized_mdp_mv).strip().lower()
-    twin = read_multipliers_csv(a.twin_multipliers) if a.twin_multipliers else None
+    twin = None
+    if a.twin_multipliers:
+        from ..twin.inference import read_twin_multipliers
+
+        twin = (read_twin_multipliers(a.twin_multipliers)
+                if str(a.twin_multipliers).lower().endswith(".json")
+                else read_multipliers_csv(a.twin_multipliers))
     name = a.twin_name or (Path(a.twin_multipliers).stem if a.twin_multipliers else "baseline")
     return ScreenConfig.create(
         drug=a.drug, drug_file=a.drug_file, concentrations_nM=concs, n_cells=a.n_cells,

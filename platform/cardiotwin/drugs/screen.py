@@ -362,6 +362,7 @@ def _execute_ray(ctx, work, mult, cell_ids, advance, num_cpus, ray_address, ship
     import ray
 
     from ..population.generate import _init_ray, ray_runtime_env
+    from ..resources import simulation_resources
 
     t0 = time.perf_counter()
     started = _init_ray(num_cpus, ray_address, ship_package)
@@ -371,7 +372,8 @@ def _execute_ray(ctx, work, mult, cell_ids, advance, num_cpus, ray_address, ship
         startup = time.perf_counter() - t0
         n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         task = ray.remote(num_cpus=1, max_retries=2)(simulate_block).options(
-            runtime_env={"env_vars": {"NUMBA_NUM_THREADS": "1"}})
+            runtime_env={"env_vars": {"NUMBA_NUM_THREADS": "1"}},
+            resources=simulation_resources())
         ctx_ref = ray.put(ctx)
         pending = {task.remote(ctx_ref, cell_ids[a:b], mult[a:b], ci): b - a
                    for ci, a, b in work}

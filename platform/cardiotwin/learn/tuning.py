@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..resources import training_resources
 from .config import PRESETS, preset
 
 
@@ -79,7 +80,7 @@ def tune_hyperparameters(stores, out_dir: str | Path, *, base: str = "ridge_mlp"
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         trainable = tune.with_resources(
             tune.with_parameters(_trial, prep=prep, base=base, max_epochs=max_epochs),
-            {"cpu": 1, "gpu": gpus})
+            {"cpu": 1, "gpu": gpus, **training_resources()})
         sched = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
                               grace_period=min(grace_period, max_epochs), reduction_factor=3)
         t0 = time.perf_counter()

@@ -40,13 +40,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..validation import plain_errors
+
 FORMAT = "cardiotwin.population/1"
 DEFAULT_AP_MS_WARM = 4000.0
 DEFAULT_AP_MS_COLD = 6000.0
 WARM_K = 305.0
 AP_RECORD_INTERVAL_MS = 0.1  # the AP run is recorded (and classified) at 10 kHz
 TEMPERATURE_RANGE_K = (250.0, 330.0)  # as cardiotwin.protocols
-RUN_ONLY_FIELDS = ("n_workers", "out_dir", "protocol")  # the protocol enters by its hash
+# the protocol enters by its hash; the device changes I_total only at rounding level (a store
+# may be resumed on the other device)
+RUN_ONLY_FIELDS = ("n_workers", "out_dir", "protocol", "device")
+DEVICES = ("auto", "cpu", "gpu")
 
 
 class GenerationConfig(BaseModel):
@@ -73,7 +78,12 @@ class GenerationConfig(BaseModel):
     decimation: Literal["mean", "take"] = Field(
         "mean", description="mean: average blocks of k samples; take: every k-th sample")
     shard_size: int = Field(1000, description="cells per Parquet shard")
-    n_workers: int | None = Field(None, description="Ray actors (default: available CPUs)")
+    n_workers: int | None = Field(None, description="Ray actors (default: available CPUs, or "
+                                                    "GPUs with device gpu)")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="auto: GPU actors (1 GPU each, simulate.cuda) when the Ray cluster "
+                            "has GPUs, else CPU actors; cpu; gpu: an error when the cluster has "
+                            "none")
     out_dir: Path = Field(description="output directory (shared by all nodes)")
 
     @field_validator("n_cells")
@@ -154,12 +164,7 @@ class GenerationConfig(BaseModel):
         try:
             return cls(**fields)
         except ValidationError as e:
-            msgs = []
-            for err in e.errors():
-                loc = ".".join(str(x) for x in err["loc"]) or "config"
-                msg = str(err["msg"]).removeprefix("Value error, ")
-                msgs.append(msg if loc in msg else f"{loc}: {msg}")
-            raise ValueError("; ".join(msgs)) from None
+            raise plain_errors(e) from None
 
     # ---- derived ---------------------------------------------------------------------------
 
@@ -294,6 +299,11 @@ def add_generate_arguments(p) -> None:
     r.add_argument("--workers", dest="n_workers", type=int, default=None, metavar="N",
                    help="number of simulation actors, 1 CPU each (default: the CPUs available "
                         "in the Ray cluster)")
+    r.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: simulate on GPU actors (one GPU each, numba-cuda) when the Ray "
+                        "cluster has GPUs, else on CPU actors; cpu; gpu (refused when the "
+                        "cluster has no GPU). Use a large --shard-size on GPUs (e.g. 16384): a "
+                        "shard is one GPU batch (default auto)")
     r.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster to connect to (default $RAY_ADDRESS, set by ray job "
                         "submit; else a local cluster is started)")
@@ -314,4 +324,4 @@ def config_from_args(a) -> GenerationConfig:
         protocol=a.protocol, temperature_K=a.temperature_k, ap_duration_ms=a.ap_duration_ms,
         keep_rejected=a.keep_rejected, decimate_to_hz=a.decimate_to_hz,
         decimation=a.decimation, shard_size=a.shard_size, n_workers=a.n_workers,
-        out_dir=a.out)
+        out_dir=a.out, device=getattr(a, "device", "auto"))

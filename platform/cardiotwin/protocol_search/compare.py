@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..resources import training_resources
 from .cache import CacheEntry, simulate_from
 from .cells import build_cells
 from .config import SearchConfig
@@ -109,7 +110,8 @@ def _train_all(traces: dict[str, np.ndarray], args: tuple, config: SearchConfig,
     from .trials import gpus_per_trial
 
     task = ray.remote(_score_task).options(num_cpus=config.cpus_per_trial,
-                                           num_gpus=gpus_per_trial(config))
+                                           num_gpus=gpus_per_trial(config),
+                                           resources=training_resources())
     shared = [ray.put(a) for a in args[:3]]
     refs = {n: task.remote(ray.put(x), *shared, *args[3:]) for n, x in traces.items()}
     return {n: ray.get(r) for n, r in refs.items()}

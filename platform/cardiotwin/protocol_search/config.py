@@ -32,6 +32,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, \
     model_validator
 
+from ..validation import plain_errors
+
 FORMAT = "cardiotwin.protocol_search/1"
 DEFAULT_CANDIDATES_MV = tuple(float(v) for v in range(-120, 51, 10))
 RUN_ONLY_FIELDS = ("max_steps", "max_duration_ms", "stop_when_no_improvement",
@@ -177,12 +179,7 @@ class SearchConfig(BaseModel):
         try:
             return cls(**fields)
         except ValidationError as e:
-            msgs = []
-            for err in e.errors():
-                loc = ".".join(str(x) for x in err["loc"]) or "config"
-                msg = str(err["msg"]).removeprefix("Value error, ")
-                msgs.append(msg if loc in msg or loc == "config" else f"{loc}: {msg}")
-            raise ValueError("; ".join(msgs)) from None
+            raise plain_errors(e) from None
 
     # ---- derived ---------------------------------------------------------------------------
 

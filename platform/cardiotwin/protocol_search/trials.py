@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..resources import training_resources
 from .cache import CacheEntry, simulate_from
 from .config import SearchConfig
 
@@ -102,7 +103,8 @@ def run_cycle(cycle: int, entry: CacheEntry, cells, config: SearchConfig, tune_d
                "multipliers": cells.multipliers, "cell_ids": cells.cell_ids,
                "eligible": cells.eligible}
     trainable = tune.with_resources(tune.with_parameters(candidate_trial, payload=payload),
-                                    {"cpu": config.cpus_per_trial, "gpu": gpus})
+                                    {"cpu": config.cpus_per_trial, "gpu": gpus,
+                                     **training_resources()})
     name = f"cycle_{cycle:03d}"
     shutil.rmtree(tune_dir / name, ignore_errors=True)  # a cycle interrupted earlier
     t0 = time.perf_counter()

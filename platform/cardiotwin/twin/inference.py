@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,7 @@ class Twin:
     traces: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     timings_s: dict[str, float] = field(default_factory=dict)
     recording: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 1
 
     def to_json(self, figure: bool = False) -> dict[str, Any]:
         """The twin as JSON-ready data (ARCHITECTURE.md twin contract); ``figure``: add the
@@ -56,11 +59,33 @@ class Twin:
             "protocol_hash": self.protocol_hash, "temperature_K": self.temperature_K,
             "fit": self.fit, "status": self.status, "biomarkers": _clean(self.biomarkers),
             "comparison": self.comparison, "timings_s": self.timings_s,
+            "simulation_batch_size": self.batch_size,
             "recording": self.recording,
         }
         if figure:
             out["figure_png_base64"] = base64.b64encode(plot_twin(self)).decode()
         return out
+
+
+def read_twin_multipliers(path: str | Path) -> dict[str, float]:
+    """The parameter multipliers {name: multiplier} of a twin JSON file (``Twin.to_json``, as
+    written by ``cardiotwin twin --out`` and the /twin endpoint), with errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"twin file not found: {path}")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a twin JSON file ({e})") from None
+    params = d.get("parameters") if isinstance(d, dict) else None
+    if not isinstance(params, dict) or not params:
+        raise ValueError(f"{path}: expected a twin JSON object with 'parameters' "
+                         "{name: {multiplier: ...}}")
+    try:
+        return {str(n): float(p["multiplier"]) for n, p in params.items()}
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(f"{path}: every entry of 'parameters' needs a numeric 'multiplier'"
+                         ) from None
 
 
 def _clean(d: dict[str, Any]) -> dict[str, Any]:
@@ -103,51 +128,82 @@ def make_twin(estimator, recording: Recording, *, temperature_K: float | None = 
               ap_recording: APRecording | None = None, simulate: bool = True) -> Twin:
     """The twin of the cell of ``recording``. ``temperature_K``: of the free-running AP
     (default: the protocol's). ``simulate=False``: parameters only (fast path)."""
-    from ..model.parameters import BASELINE, INFERRED_INDEX, inputs_from_multipliers
+    twin, recording = estimate_twin(estimator, recording, temperature_K=temperature_K)
+    if simulate:
+        simulate_twins(estimator.protocol, [twin], [recording], ap_duration_ms=ap_duration_ms,
+                       prepace_ms=prepace_ms, ap_recordings=[ap_recording])
+    return twin
 
-    timings: dict[str, float] = {}
+
+def estimate_twin(estimator, recording: Recording, *, temperature_K: float | None = None
+                  ) -> tuple[Twin, Recording]:
+    """The network's parameters of ``recording``'s cell (a Twin not yet simulated) and the
+    recording checked against the model's protocol (ProtocolMismatchError otherwise)."""
+    from ..model.parameters import BASELINE, INFERRED_INDEX
+
     t0 = time.perf_counter()
     if recording.protocol_hash != estimator.protocol_hash:
         from .recording import check_protocol
 
         recording = check_protocol(recording, estimator.protocol)
     m = infer_multipliers(estimator, recording)
-    timings["inference"] = time.perf_counter() - t0
-    protocol = estimator.protocol
-    temp = float(temperature_K) if temperature_K is not None else protocol.temperature_K
-    names = estimator.names
-    twin = Twin(names, m, BASELINE[list(INFERRED_INDEX)] * m, estimator.uncertainty,
-                estimator.protocol_hash, temp, timings_s=timings, recording=recording.metadata())
-    if not simulate:
-        return twin
+    temp = float(temperature_K) if temperature_K is not None else \
+        estimator.protocol.temperature_K
+    twin = Twin(estimator.names, m, BASELINE[list(INFERRED_INDEX)] * m, estimator.uncertainty,
+                estimator.protocol_hash, temp, recording=recording.metadata(),
+                timings_s={"inference": time.perf_counter() - t0})
+    return twin, recording
+
+
+def simulate_twins(protocol, twins: list[Twin], recordings: list[Recording], *,
+                   ap_duration_ms: float = DEFAULT_AP_MS, prepace_ms: float = DEFAULT_PREPACE_MS,
+                   ap_recordings: list[APRecording | None] | None = None) -> None:
+    """Simulate ``twins`` in one batch (the simulator runs up to 16 cells in SIMD lanes for
+    about the cost of one): each twin under ``protocol`` (its fit to its recording) and
+    free-running for ``ap_duration_ms`` at its temperature (one run per temperature). Fills
+    each twin's fit, status, biomarkers, comparison, traces and timings in place."""
     from ..features import analyze_trace, classify
+    from ..model.parameters import inputs_from_multipliers
     from ..simulate import simulate_current_clamp, simulate_voltage_clamp
 
-    inputs = inputs_from_multipliers(m[None, :])
+    if not twins:
+        return
+    ap_recordings = ap_recordings or [None] * len(twins)
+    inputs = inputs_from_multipliers(np.stack([tw.multipliers for tw in twins]))
     t1 = time.perf_counter()
     vc = simulate_voltage_clamp(protocol, inputs)
-    twin.fit = fit_diagnostic(recording.current_pA_per_pF, vc.i_total[0])
     t2 = time.perf_counter()
-    cc = simulate_current_clamp(ap_duration_ms, inputs, temperature_K=temp,
-                                record_interval_ms=0.1, prepace_ms=prepace_ms)
-    t3 = time.perf_counter()
-    feats = analyze_trace(cc.t_ms, cc.v_mV[0])
-    twin.status = ("unstable" if (vc.unstable[0] or cc.unstable[0])
-                   else classify(cc.t_ms, cc.v_mV[0])[0])
-    twin.biomarkers = feats.to_dict()
-    twin.traces = {"t_vc_ms": vc.t_ms, "i_twin": vc.i_total[0],
-                   "i_recorded": recording.current_pA_per_pF, "t_ap_ms": cc.t_ms,
-                   "v_twin_mV": cc.v_mV[0]}
-    if ap_recording is not None:
-        rec_feats = analyze_trace(ap_recording.t_ms, ap_recording.v_mV).to_dict()
-        twin.comparison = {k: {"twin": _num(twin.biomarkers.get(k)),
-                               "recorded": _num(rec_feats.get(k))}
-                           for k in COMPARED_BIOMARKERS}
-        twin.traces.update({"t_ap_rec_ms": ap_recording.t_ms, "v_rec_mV": ap_recording.v_mV})
-    t4 = time.perf_counter()
-    timings.update({"vc_simulation": t2 - t1, "ap_simulation": t3 - t2,
-                    "analysis": t4 - t3, "total": t4 - t0})
-    return twin
+    for i, (tw, rec) in enumerate(zip(twins, recordings)):
+        tw.fit = fit_diagnostic(rec.current_pA_per_pF, vc.i_total[i])
+        tw.traces = {"t_vc_ms": vc.t_ms, "i_twin": vc.i_total[i],
+                     "i_recorded": rec.current_pA_per_pF}
+        tw.timings_s["vc_simulation"] = t2 - t1
+    for temp in sorted({tw.temperature_K for tw in twins}):
+        idx = [i for i, tw in enumerate(twins) if tw.temperature_K == temp]
+        t3 = time.perf_counter()
+        cc = simulate_current_clamp(ap_duration_ms, inputs[idx], temperature_K=temp,
+                                    record_interval_ms=0.1, prepace_ms=prepace_ms)
+        t4 = time.perf_counter()
+        for row, i in enumerate(idx):
+            tw = twins[i]
+            v = cc.v_mV[row]
+            tw.biomarkers = analyze_trace(cc.t_ms, v).to_dict()
+            tw.status = ("unstable" if (vc.unstable[i] or cc.unstable[row])
+                         else classify(cc.t_ms, v)[0])
+            tw.traces.update({"t_ap_ms": cc.t_ms, "v_twin_mV": v})
+            ap = ap_recordings[i]
+            if ap is not None:
+                rec_feats = analyze_trace(ap.t_ms, ap.v_mV).to_dict()
+                tw.comparison = {k: {"twin": _num(tw.biomarkers.get(k)),
+                                     "recorded": _num(rec_feats.get(k))}
+                                 for k in COMPARED_BIOMARKERS}
+                tw.traces.update({"t_ap_rec_ms": ap.t_ms, "v_rec_mV": ap.v_mV})
+            tw.timings_s["ap_simulation"] = t4 - t3
+            tw.timings_s["analysis"] = time.perf_counter() - t4
+            tw.timings_s["total"] = sum(tw.timings_s[k] for k in
+                                        ("inference", "vc_simulation", "ap_simulation",
+                                         "analysis"))
+            tw.batch_size = len(twins)
 
 
 def _num(v) -> float | None:
