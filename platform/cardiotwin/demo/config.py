@@ -29,7 +29,8 @@ class DemoConfig(BaseModel):
     input_pool: int = Field(4, gt=0, description="stored I_total samples averaged per network "
                                                  "input (4 at 1 kHz: 4 ms)")
     n_population_traces: int = Field(30, gt=0, description="cells drawn in the population figure")
-    example_seed: int = Field(3, ge=0, description="seed of the synthetic example recording")
+    example_seed: int = Field(5, ge=0, description="seed of the synthetic example recording "
+                                                   "(a beating cell)")
     twin_ap_ms: float = Field(5000.0, gt=0, description="twin's free-running AP (ms)")
     drug: str = Field("E-4031", description="catalog drug of the screen")
     concentrations_nM: tuple[float, ...] = Field((0.0, 10.0, 30.0, 100.0),
