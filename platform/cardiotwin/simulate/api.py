@@ -105,15 +105,10 @@ def _steps_per_sample(interval_ms: float, what: str) -> tuple[int, float]:
     return k, interval_ms / k
 
 
-def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: float | None = None,
-                           record_currents: bool = False, initial_state=None
-                           ) -> VoltageClampResult:
-    """Clamp every cell to ``protocol``'s command and record I_total (pA/pF), sampled every
-    ``protocol.sample_interval_ms`` (integrated with dt <= 0.1 ms).
-
-    ``temperature_K`` defaults to the protocol's; gating kinetics follow Q10 = 3. Starts from the
-    model's initial state unless ``initial_state`` (23,) or (n_cells, 23) is given.
-    """
+def vc_setup(protocol: Protocol, inputs, temperature_K: float | None, initial_state):
+    """Checked inputs of a voltage-clamp run (shared by the CPU and GPU simulators):
+    (protocol at its temperature, cell constants (n, N_CP), initial states (n, 23), steps per
+    sample, dt (ms), segment steps, segment start and end voltages)."""
     if not isinstance(protocol, Protocol):
         raise TypeError(f"protocol must be a cardiotwin Protocol, found {type(protocol).__name__}")
     p = _as_inputs(inputs)
@@ -125,6 +120,44 @@ def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: fl
     y0 = _as_state(initial_state, n)
     rec_every, dt = _steps_per_sample(protocol.sample_interval_ms, "sample_interval_ms")
     seg_n, v0, v1 = protocol.segment_steps()
+    return protocol, cp, y0, rec_every, dt, seg_n, v0, v1
+
+
+def cc_setup(duration_ms: float, inputs, temperature_K: float, record_interval_ms: float,
+             pacing: Pacing | None, prepace_ms: float, initial_state):
+    """Checked inputs of a current-clamp run (shared by the CPU and GPU simulators):
+    (cell constants, initial states, steps per sample, dt (ms), number of samples after t = 0,
+    stimulus amplitude (0 when free-running), Pacing)."""
+    p = _as_inputs(inputs)
+    n = p.shape[0]
+    cp = cell_constants(p, tau_factor(temperature_K))
+    y0 = _as_state(initial_state, n)
+    if not (np.isfinite(duration_ms) and duration_ms > 0):
+        raise ValueError(f"duration_ms must be a positive number, found {duration_ms!r}")
+    if not (np.isfinite(prepace_ms) and prepace_ms >= 0):
+        raise ValueError(f"prepace_ms must be >= 0, found {prepace_ms!r}")
+    rec_every, dt = _steps_per_sample(record_interval_ms, "record_interval_ms")
+    n_rec = int(round(duration_ms / record_interval_ms))
+    if abs(n_rec * record_interval_ms - duration_ms) > 1e-9 * max(1.0, duration_ms):
+        raise ValueError(f"duration_ms ({duration_ms}) must be a whole number of "
+                         f"record_interval_ms ({record_interval_ms})")
+    stim = pacing or Pacing()
+    amp = stim.amplitude if pacing is not None else 0.0
+    return cp, y0, rec_every, dt, n_rec, amp, stim
+
+
+def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: float | None = None,
+                           record_currents: bool = False, initial_state=None
+                           ) -> VoltageClampResult:
+    """Clamp every cell to ``protocol``'s command and record I_total (pA/pF), sampled every
+    ``protocol.sample_interval_ms`` (integrated with dt <= 0.1 ms).
+
+    ``temperature_K`` defaults to the protocol's; gating kinetics follow Q10 = 3. Starts from the
+    model's initial state unless ``initial_state`` (23,) or (n_cells, 23) is given.
+    """
+    protocol, cp, y0, rec_every, dt, seg_n, v0, v1 = vc_setup(protocol, inputs, temperature_K,
+                                                              initial_state)
+    n = cp.shape[0]
     n_rec = protocol.n_samples
     itot = np.empty((n, n_rec), np.float32)
     cur = np.empty((n, N_CURRENTS, n_rec) if record_currents else (1, 1, 1), np.float32)
@@ -150,21 +183,10 @@ def simulate_current_clamp(duration_ms: float, inputs=None, *, temperature_K: fl
     without recording and starts the recording from the state reached (towards steady state).
     Adaptive sub-steps keep V changes below ``dv_max_mV`` per step around upstrokes.
     """
-    p = _as_inputs(inputs)
-    n = p.shape[0]
-    cp = cell_constants(p, tau_factor(temperature_K))
-    y0 = _as_state(initial_state, n)
-    if not (np.isfinite(duration_ms) and duration_ms > 0):
-        raise ValueError(f"duration_ms must be a positive number, found {duration_ms!r}")
-    if not (np.isfinite(prepace_ms) and prepace_ms >= 0):
-        raise ValueError(f"prepace_ms must be >= 0, found {prepace_ms!r}")
-    rec_every, dt = _steps_per_sample(record_interval_ms, "record_interval_ms")
-    n_rec = int(round(duration_ms / record_interval_ms))
-    if abs(n_rec * record_interval_ms - duration_ms) > 1e-9 * max(1.0, duration_ms):
-        raise ValueError(f"duration_ms ({duration_ms}) must be a whole number of "
-                         f"record_interval_ms ({record_interval_ms})")
-    stim = pacing or Pacing()
-    amp = stim.amplitude if pacing is not None else 0.0
+    cp, y0, rec_every, dt, n_rec, amp, stim = cc_setup(
+        duration_ms, inputs, temperature_K, record_interval_ms, pacing, prepace_ms,
+        initial_state)
+    n = cp.shape[0]
 
     def run(y_start, n_steps, every, n_out, start_ms):
         v_out = np.empty((n, n_out), np.float32)

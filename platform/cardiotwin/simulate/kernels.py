@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
 
 from ..model.equations import (CAI, CP0, CUR0, ITOT, N_CP, N_CURRENTS, N_ROWS, N_STATE_ROWS, V_,
                                advance, voltage_terms)
@@ -155,11 +157,25 @@ voltage_clamp_kernel = {False: _make_voltage_clamp_kernel(False),
                         True: _make_voltage_clamp_kernel(True)}
 
 
+@intrinsic
+def _floor(typingctx, x):
+    """floor(x) of a float64 as the LLVM intrinsic (what np.floor compiles to on the CPU, so it
+    vectorizes); unlike np.floor it also compiles for numba's CUDA target (simulate.cuda)."""
+    sig = types.float64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.floor", [ir.DoubleType()])
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
 @numba.njit(inline="always")
 def _stimulus(t, amp, start, period, width):
-    """Stimulus (pA/pF) at t (ms); floor instead of % so that it vectorizes."""
+    """Stimulus (pA/pF) at t (ms); floor instead of % so that it vectorizes. Shared with the
+    CUDA kernels (simulate.cuda)."""
     x = t - start
-    phase = x - period * np.floor(x / period)
+    phase = x - period * _floor(x / period)
     return amp if (x >= 0.0) & (phase < width) else 0.0
 
 
