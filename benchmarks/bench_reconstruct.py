@@ -9,12 +9,12 @@
      training drugs (E-4031, verapamil, nifedipine, lidocaine, cisapride, quinine) at
      10^U(-1, 1) x the drug's lowest IC50; windows of 1024 samples at 1 kHz starting 200 ms
      before the eAP spike; eAP S/N 20-200. Split by cell: 80 % train, 10 % validation
-     (early stopping), 10 % test (held-out cells).
+     (early stopping, patience 10), 10 % test (held-out cells).
    - unseen drug: --drug-cells cells (another seed), every one with quinidine (a
      multi-channel blocker not among the training drugs) at the same relative doses.
 2. training: the same network (quantile heads 0.05/0.5/0.95; --filters, --depth) twice, with
    the physics term (beta = --beta) and without it (beta = 0), at most --epochs epochs with
-   early stopping (patience 6) and a wall-time budget per model (--budget-min).
+   early stopping and a wall-time budget per model (--budget-min).
 3. evaluation on held-out cells and on the unseen drug: MAE (normalized iAP [0.1, 1]), median
    |APD error| (ms and %) at APD10 ... APD100 (APD90 in the summary), mean Pearson r, coverage
    of the 90 % band; figures under --out-dir (overlays with the band, APD error boxplots).
@@ -74,11 +74,11 @@ def budget_callback(budget_s: float):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--cells", type=int, default=900, help="cells of the train/held-out store")
+    p.add_argument("--cells", type=int, default=1800, help="cells of the train/held-out store")
     p.add_argument("--drug-cells", type=int, default=120, help="cells of the unseen-drug store")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--budget-min", type=float, default=5.0, help="training minutes per model")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--budget-min", type=float, default=6.0, help="training minutes per model")
     p.add_argument("--filters", type=int, default=16)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--beta", type=float, default=0.01, help="weight of log(L_physics)")

@@ -73,7 +73,7 @@ def test_keras_physics_term_matches_numpy(ap_solution):
     assert got == pytest.approx(want, rel=2e-2, abs=1e-9)
     # loss = alpha * L1 + beta * log(L_phys); zero L1 against itself
     total = float(np.asarray(loss(v[None, :, None], yp))[0])
-    assert total == pytest.approx(np.log(got + 1e-10), rel=1e-4)
+    assert total == pytest.approx(np.log(got + PHYS.log_floor), rel=1e-4)
 
 
 # ---- electrode --------------------------------------------------------------------------------
@@ -179,6 +179,9 @@ def test_pair_generator_on_ray(ray_session, tmp_path):
     # the iAP upstroke is right after the eAP spike (window anchor at 100 ms)
     up = np.argmax(np.diff(data["iap_mV"], axis=1), axis=1)
     assert np.all(np.abs(up - 100) <= 10)
+    # in use, the spike detector finds the same anchor the generator used
+    for e in data["eap_uV"]:
+        assert np.min(np.abs(detect_spikes(e, cfg.window) - 100)) == 0
     # a re-run finds every shard complete and simulates nothing
     m2 = generate_pairs(cfg, tmp_path / "pairs", n_workers=2, log=None)
     assert [s["wall_s"] for s in m2["shards"]] == [s["wall_s"] for s in m["shards"]]
@@ -300,6 +303,38 @@ def test_bad_recordings_give_clear_errors(tiny_model, tmp_path):
         reconstruct_from_bytes(est, flat.encode(), "flat.csv")
     with pytest.raises(ValueError, match="not an ABF file"):
         reconstruct_from_bytes(est, b"garbage bytes", "rec.abf")
+
+
+def test_abf_recording_matches_csv(tiny_model, tmp_path):
+    import pyabf.abfWriter
+
+    from cardiotwin.reconstruct.infer import load_reconstructor, reconstruct_from_bytes
+
+    rec = _recording_csv(tmp_path / "rec.csv", n_beats=3)
+    t, e = np.loadtxt(rec, delimiter=",", skiprows=1).T
+    pyabf.abfWriter.writeABF1(e[None, :], str(tmp_path / "rec.abf"), 1000.0, units="uV")
+    est = load_reconstructor(tiny_model[2])
+    from_abf = reconstruct_from_bytes(est, (tmp_path / "rec.abf").read_bytes(), "rec.abf")
+    from_csv = reconstruct_from_bytes(est, rec.read_bytes(), "rec.csv")
+    assert from_abf["n_beats"] == from_csv["n_beats"] == 3
+    assert "ABF channel 0" in from_abf["source"]
+    for wa, wc in zip(from_abf["windows"], from_csv["windows"]):
+        assert wa["anchor_ms"] == wc["anchor_ms"]
+        assert np.allclose(wa["q50"], wc["q50"], atol=0.02)   # int16 ABF quantization
+    with pytest.raises(ValueError, match="channel 3 does not exist"):
+        reconstruct_from_bytes(est, (tmp_path / "rec.abf").read_bytes(), "rec.abf", channel=3)
+
+
+def test_pairs_job_arguments():
+    from cardiotwin.reconstruct.cli_args import add_pairs_arguments, pairs_config_from_args
+
+    p = argparse.ArgumentParser()
+    add_pairs_arguments(p)
+    cfg = pairs_config_from_args(p.parse_args(["--out", "x", "--n-cells", "7", "--drugs",
+                                               "quinidine", "--snr", "10", "30"]))
+    assert (cfg.n_cells, cfg.drugs, cfg.electrode.snr_range) == (7, ("quinidine",), (10, 30))
+    cfg = pairs_config_from_args(p.parse_args(["--out", "x", "--drugs", ""]))
+    assert cfg.drugs == ()
 
 
 def test_cli_and_serve_entry_point(tiny_model, tmp_path):

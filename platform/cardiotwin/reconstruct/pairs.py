@@ -11,8 +11,9 @@ at ``IC50_min x 10^U(conc_decades)`` (IC50_min: the drug's most potent block), t
 3. the electrode model (:mod:`.electrode`, the cell's own junction drawn from
    ``ElectrodeConfig``) makes the noise-free eAP at 10 kHz; eAP and iAP are averaged to the
    window's sample interval and the noise is added there;
-4. anchors: per beat (iAP upstrokes, dV/dt > 1 V/s, ``refractory_ms`` apart) the largest
-   |eAP - median| within 10 ms; every window that fits in the recording is kept.
+4. anchors: per beat (iAP upstrokes, dV/dt > 1 V/s, ``refractory_ms`` apart) the maximum of
+   ``windows.spike_signal`` (the spike peak, as detected in use) within 10 ms; every window
+   that fits in the recording is kept.
 
 Everything about cell i depends only on (seed, i). Store layout as population stores (atomic
 shards ``shard-XXXXXX.parquet`` + sidecars, written by the workers; ``manifest.json`` of
@@ -35,7 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .electrode import ElectrodeConfig, add_noise, extracellular
-from .windows import WindowConfig, cut, window_starts
+from .windows import WindowConfig, cut, spike_signal, window_starts
 
 FORMAT = "cardiotwin.reconstruct-pairs/1"
 FINE_DT_MS = 0.1
@@ -188,9 +189,9 @@ def simulate_cells(cfg: PairConfig, first: int, n: int) -> tuple[dict[str, list]
         e_noisy, sd = add_noise(e_c, junction["snr"], rng)
         ups = _upstrokes(v_c, w.sample_interval_ms, w.refractory_ms)
         r = max(1, int(round(10.0 / w.sample_interval_ms)))
-        med = np.median(e_noisy)
-        anchors = np.array([max(0, u - r) + int(np.argmax(np.abs(
-            e_noisy[max(0, u - r):u + r + 1] - med))) for u in ups], dtype=np.int64)
+        sp = spike_signal(e_noisy, w)
+        anchors = np.array([max(0, u - r) + int(np.argmax(sp[max(0, u - r):u + r + 1]))
+                            for u in ups], dtype=np.int64)
         starts = window_starts(anchors, len(v_c), w)
         if starts.size == 0:
             counts["no_window"] += 1

@@ -40,6 +40,11 @@ class PhysicsConfig(BaseModel):
                                                          "(1 / AP time unit)")
     sharpness: float = Field(1000.0, gt=0, description="sigmoid sharpness n of eps(v) "
                                                         "(1 / normalized voltage)")
+    log_floor: float = Field(1e-3, gt=0, description="the loss uses log(L_physics + "
+                             "log_floor): below this level (the residual that simulated Kernik "
+                             "iAPs leave with their best-fitting a, k, x: median ~1e-3) the "
+                             "log flattens, so the term cannot reward a flat trace "
+                             "(L_physics ~1e-10) without bound")
     a_range: tuple[float, float] = Field((0.01, 0.5), description="range of the excitation "
                                          "threshold a (normalized voltage)")
     k_range: tuple[float, float] = Field((1.0, 20.0), description="range of the excitability "

@@ -42,7 +42,7 @@ class ReconTrainConfig(BaseModel):
     learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate")
     batch_size: int = Field(32, ge=1, description="windows per batch")
     epochs: int = Field(30, ge=1, description="maximum epochs")
-    patience: int = Field(6, ge=1, description="early stopping patience (epochs, val loss)")
+    patience: int = Field(10, ge=1, description="early stopping patience (epochs, val loss)")
     seed: int = Field(0, ge=0, description="weights and shuffling seed")
     net: NetConfig = Field(default_factory=NetConfig)
     physics: PhysicsConfig = Field(default_factory=PhysicsConfig)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 N_AP_PARAMS = 3
+BN_MOMENTUM = 0.9   # batch-norm moving statistics follow training within a few epochs
 AP_PARAM_NAMES = ("a", "k", "x")
 
 
@@ -32,7 +33,7 @@ class NetConfig(BaseModel):
                                                   "multiple of 2^depth)")
     kernel_size: int = Field(7, ge=1, description="convolution kernel (samples)")
     se_ratio: int = Field(4, ge=1, description="squeeze-and-excitation reduction ratio")
-    max_filters: int = Field(128, ge=2, description="cap on channels per level")
+    max_filters: int = Field(64, ge=2, description="cap on channels per level")
     head_units: int = Field(16, ge=1, description="units of the (a, k, x) head")
     quantiles: bool = Field(True, description="predict the 0.05/0.5/0.95 quantiles (else the "
                                               "median only)")
@@ -51,7 +52,7 @@ def _cbr(x, f: int, k: int, name: str, strides: int = 1):
 
     L = keras.layers
     x = L.Conv1D(f, k, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = L.BatchNormalization(name=f"{name}_bn")(x)
+    x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return L.ReLU(name=f"{name}_relu")(x)
 
 
@@ -72,7 +73,7 @@ def _res_block(x, f: int, cfg: NetConfig, name: str):
     L = keras.layers
     y = _cbr(x, f, cfg.kernel_size, f"{name}_cbr1")
     y = L.Conv1D(f, cfg.kernel_size, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = L.BatchNormalization(name=f"{name}_bn2")(y)
+    y = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
     y = _se(y, f, cfg.se_ratio, f"{name}_se")
     short = x if x.shape[-1] == f else L.Conv1D(f, 1, name=f"{name}_proj")(x)
     return L.ReLU(name=f"{name}_out")(L.Add(name=f"{name}_add")([y, short]))

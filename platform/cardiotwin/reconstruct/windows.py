@@ -1,7 +1,8 @@
 """Beat windows, the study's normalizations, spike detection and APD measures.
 
 A window is ``length`` samples every ``sample_interval_ms`` ms starting ``pre_ms`` before the
-eAP spike (the anchor: the largest |eAP| of the beat). Normalizations (as in the study):
+eAP spike (the anchor: the beat's largest |eAP - running median over spike_filter_ms|, i.e.
+the peak of the fast spike, not of the slow repolarization wave). Normalizations (as in the study):
 
 - iAP: min-max over the window to [0.1, 1] (``iap_range``); 0.1 keeps v away from 0, where the
   Aliev-Panfilov recovery variable w = -(v' + f)/v is singular.
@@ -48,6 +49,9 @@ class WindowConfig(BaseModel):
                                   "a fraction of the 99.9th percentile of |eAP - median|")
     upstroke_search_ms: float = Field(50.0, gt=0, description="APD: the upstroke is searched "
                                       "this long before the peak (ms)")
+    spike_filter_ms: float = Field(20.0, gt=0, description="spikes are found on the eAP minus "
+                                   "its running median over this window (ms), which removes "
+                                   "the slow repolarization wave")
 
     @model_validator(mode="after")
     def _check(self):
@@ -98,14 +102,24 @@ def normalize_eap(e: np.ndarray, cfg: WindowConfig, sd=None) -> np.ndarray:
     return x / (cfg.noise_factor * np.asarray(sd)[..., None])
 
 
+def spike_signal(e: np.ndarray, cfg: WindowConfig) -> np.ndarray:
+    """|eAP - its running median over ``spike_filter_ms``|: the fast spike, without the slow
+    waves (the anchor of a window is this signal's maximum)."""
+    from scipy.ndimage import median_filter
+
+    e = np.asarray(e, dtype=np.float64)
+    k = max(3, int(round(cfg.spike_filter_ms / cfg.sample_interval_ms)) | 1)
+    return np.abs(e - median_filter(e, size=k, mode="nearest"))
+
+
 def detect_spikes(e: np.ndarray, cfg: WindowConfig) -> np.ndarray:
-    """Indices of the eAP spikes (largest |e - median| of each beat) in a recording sampled
-    every ``cfg.sample_interval_ms``: above max(threshold_sd x noise SD, spike_fraction x the
-    99.9th percentile) and at least ``refractory_ms`` apart."""
+    """Indices of the eAP spikes (maxima of :func:`spike_signal`, one per beat) in a recording
+    sampled every ``cfg.sample_interval_ms``: above max(threshold_sd x noise SD,
+    spike_fraction x its 99.9th percentile) and at least ``refractory_ms`` apart."""
     from scipy.signal import find_peaks
 
     e = np.asarray(e, dtype=np.float64)
-    x = np.abs(e - np.median(e))
+    x = spike_signal(e, cfg)
     thr = max(cfg.spike_threshold_sd * noise_sd(e), cfg.spike_fraction * np.percentile(x, 99.9))
     if thr <= 0:
         return np.zeros(0, dtype=np.int64)
