@@ -26,6 +26,8 @@ Runs without Ray and TensorFlow (the device machine has numba, numba-cuda and nu
 
     cd benchmarks && PYTHONPATH=../platform python bench_gpu.py            # full
     cd benchmarks && PYTHONPATH=../platform python bench_gpu.py --quick    # check that it runs
+    cd benchmarks && PYTHONPATH=../platform python bench_gpu.py --ptx-check      # no GPU needed
+    cd benchmarks && PYTHONPATH=../platform python bench_gpu.py --float32-check  # no GPU needed
 """
 
 from __future__ import annotations
@@ -103,6 +105,113 @@ def run_cpu(kind: str, x: np.ndarray):
     return time.perf_counter() - t0, out
 
 
+def float32_storage_check() -> list[list[str]]:
+    """The three reference cells on protocol_a, one cell at a time through the shared equation
+    functions (numba, CPU) with a float64 workspace and with a float32 one: float64
+    arithmetic, but every state, constant and per-step factor rounded to float32 when stored
+    (the storage part of a float32 kernel's error; float32 arithmetic adds to it). Rows: cell,
+    I_total relative RMS float32-storage vs float64, float64 vs reference, float32 vs
+    reference."""
+    import gzip
+
+    import numba
+
+    from cardiotwin.model import BASELINE, inputs_from_named, read_multipliers_csv, tau_factor
+    from cardiotwin.model.equations import (CP0, ITOT, N_ROWS, V_, advance, cell_constants,
+                                            voltage_terms)
+    from cardiotwin.model.parameters import INITIAL_STATE
+    from cardiotwin.protocols import builtin_protocol
+
+    @numba.njit
+    def one_cell(ws, seg_n, seg_v0, seg_v1, dt, out):
+        k = 0
+        for s in range(seg_n.size):
+            ns = seg_n[s]
+            v0 = seg_v0[s]
+            dv = (seg_v1[s] - v0) / ns
+            ramp = seg_v1[s] != v0
+            for i in range(ns):
+                v = v0 + dv * i
+                if i == 0 or ramp:
+                    voltage_terms(ws, 0, 1, v, dt)
+                ws[V_] = v
+                advance(ws, 0, 1, v, dt, 0.0, True, False)
+                out[k] = ws[ITOT]
+                k += 1
+
+    data = Path(__file__).resolve().parent.parent / "tests" / "data"
+    proto = builtin_protocol("protocol_a")
+    seg_n, v0, v1 = proto.segment_steps()
+    rows = []
+    for cell in ("baseline", "set1", "set2"):
+        x = BASELINE.copy() if cell == "baseline" else inputs_from_named(
+            read_multipliers_csv(data / f"{cell}_multipliers.csv"))
+        cp = cell_constants(x[None, :], tau_factor(proto.temperature_K))[0]
+        with gzip.open(data / f"sim_{cell}_vc_protocol_a.csv.gz", "rt") as fh:
+            names = fh.readline().strip().split(",")
+            ref = np.loadtxt(fh, delimiter=",")[:, names.index("I_total")]
+        traces = {}
+        for dtype in (np.float64, np.float32):
+            ws = np.zeros(N_ROWS, dtype)
+            ws[:INITIAL_STATE.size] = INITIAL_STATE
+            ws[CP0:] = cp
+            out = np.empty(proto.n_samples)
+            one_cell(ws, seg_n, v0, v1, proto.sample_interval_ms, out)
+            traces[dtype] = out
+        rows.append([cell, f"{rel_rms(traces[np.float32], traces[np.float64]):.3%}",
+                     f"{rel_rms(traces[np.float64], ref):.3%}",
+                     f"{rel_rms(traces[np.float32], ref):.3%}"])
+    return rows
+
+
+def ptx_check(cc: tuple[int, int] = (9, 0)) -> list[list[str]]:
+    """Compile each kernel to PTX for ``cc`` without a GPU (numba-cuda and NVVM needed; set
+    CUDA_HOME) and, when ptxas is found, report its registers and spills per thread."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    from numba import cuda, types
+
+    from cardiotwin.simulate import cuda as g
+
+    f64, i64, u8, f32 = types.float64, types.int64, types.uint8, types.float32
+
+    def arr(t, nd):
+        return types.Array(t, nd, "C")
+
+    vc_sig = (arr(f64, 2), arr(f64, 2), arr(i64, 1), arr(f64, 1), arr(f64, 1), f64, i64, i64,
+              arr(f32, 2), arr(f32, 3), arr(f64, 2), arr(u8, 1))
+    cc_sig = (arr(f64, 2), arr(f64, 2), i64, f64, i64, i64, f64, f64, f64, f64, f64, i64,
+              types.boolean, arr(f32, 2), arr(f32, 2), arr(f64, 2), arr(u8, 1))
+    ptxas = shutil.which("ptxas") or next(
+        (str(p) for p in (Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "ptxas",)
+         if p.is_file()), None)
+    rows = []
+    for name, py, sig in (("vc", g._make_voltage_clamp_kernel(False), vc_sig),
+                          ("vc_currents", g._make_voltage_clamp_kernel(True), vc_sig),
+                          ("cc", g._current_clamp_kernel, cc_sig)):
+        t0 = time.perf_counter()
+        ptx, _ = cuda.compile_ptx(py, sig, cc=cc)
+        took = time.perf_counter() - t0
+        facts = "ptxas not found"
+        if ptxas:
+            with tempfile.NamedTemporaryFile("w", suffix=".ptx") as fh:
+                fh.write(ptx)
+                fh.flush()
+                r = subprocess.run([ptxas, "-v", f"-arch=sm_{cc[0]}{cc[1]}", fh.name, "-o",
+                                    os.devnull], capture_output=True, text=True)
+            out = r.stdout + r.stderr
+            regs = re.search(r"Used (\d+) registers", out)
+            spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", out)
+            facts = (f"{regs.group(1) if regs else '?'} registers, "
+                     f"{spill.group(1) if spill else '?'} B spill stores / "
+                     f"{spill.group(2) if spill else '?'} B loads")
+        rows.append([name, f"{took:.1f} s", f"{len(ptx):,}", facts])
+    return rows
+
+
 def kernel_facts(g) -> list[list[str]]:
     rows = []
     for name in ("vc", "cc"):
@@ -134,6 +243,11 @@ def main() -> None:
     ap.add_argument("--only", choices=("vc", "cc"), default=None)
     ap.add_argument("--quick", action="store_true",
                     help="sizes 256 and 2048, 16 CPU cells: check that it runs")
+    ap.add_argument("--ptx-check", action="store_true",
+                    help="only compile the kernels to PTX for sm_90 and report ptxas registers "
+                         "and spills (numba-cuda + NVVM, no GPU needed)")
+    ap.add_argument("--float32-check", action="store_true",
+                    help="only the float32-storage accuracy check (CPU, no GPU needed)")
     ap.add_argument("--simulator-smoke", action="store_true",
                     help="run the script's code paths in numba's CUDA simulator (tiny sizes; "
                          "needs NUMBA_ENABLE_CUDASIM=1): no GPU needed, figures meaningless")
@@ -147,6 +261,15 @@ def main() -> None:
 
     from cardiotwin.simulate import cuda as g
 
+    if a.ptx_check:
+        print(f"PTX for sm_90 (backend {g.backend()})")
+        print(table(["kernel", "NVVM time", "PTX chars", "ptxas -v"], ptx_check()))
+        return
+    if a.float32_check:
+        print("float32 storage check (CPU; protocol_a, dt 0.1 ms, I_total relative RMS)")
+        print(table(["cell", "f32 storage vs f64", "f64 vs reference", "f32 vs reference"],
+                    float32_storage_check()))
+        return
     print("cardiotwin GPU simulator benchmark")
     print(f"  host: {cpu_model()}, {os.cpu_count()} CPUs; numba {numba.__version__}, "
           f"numpy {np.__version__}; load average {loadavg()}")
@@ -249,9 +372,10 @@ def main() -> None:
     print(table(["case", "finite cells", "max rel RMS", "median rel RMS", "same NaNs"], rows))
 
     print("\n6. Precision: float64 inside (as on the CPU), float32 traces out. float32 inside "
-          "is not implemented: on an H100 it can at most double the rate (FP32:FP64 = 2:1), "
-          "and the CPU float32 kernel measured an I_total error floor of ~0.07% relative RMS "
-          "(Ki/Nai Euler increments near one float32 ulp), see cardiotwin.simulate.cuda.")
+          "is not implemented: on an H100 it can at most double the rate (FP32:FP64 = 2:1); "
+          "see cardiotwin.simulate.cuda. Its storage part, measured on the CPU:")
+    print(table(["cell", "f32 storage vs f64", "f64 vs reference", "f32 vs reference"],
+                float32_storage_check()))
     print(f"\nload average at end: {loadavg()}")
 
 

@@ -22,6 +22,12 @@ gate derives X3 = X5*X1 and X4 = 1/(1/X2 + 1/X6), which gives x_inf = 1/(1 + X5 
 tau = 1/(X1 exp(V/X2) (1 + X5 exp(V/X6))) + tau_const; fCa may only fall while fCa_inf > fCa and
 V > -60 mV; with flag.stim = 1 Nai and Ki are frozen. The GHK terms of ICaL are 0/0 at V = 0 and
 use their series there.
+
+The same functions run on GPUs: ``simulate/cuda.py`` calls them from CUDA kernels (numba-cuda
+compiles an njit function called from a kernel as a device function), one thread per cell with
+``S = 1``. Keep them to what numba's CUDA target compiles (scalar math, the vecmath helpers,
+LLVM intrinsics; no numpy ufuncs such as np.floor); ``benchmarks/bench_gpu.py --ptx-check``
+compiles them for sm_90 without a GPU.
 """
 
 import numba

@@ -14,18 +14,24 @@ step (the same dt, the same adaptive sub-steps in current clamp, the same handli
 cells), so a cell's trace agrees with the CPU's to rounding (FMA contraction and instruction
 order differ): relative RMS <= 1e-9, checked in tests/test_gpu.py under numba's CUDA simulator.
 
-Precision: float64 inside, float32 traces out (as on the CPU). float32 inside is not used: the
-forward-Euler increments of Ki (~105 mM, dt 0.1 ms) are near one float32 ulp, so Ki and Nai
-drift at the ulp level every step. The CPU measurement (PERFORMANCE.md, true float32 kernel)
-was an I_total error floor of ~0.07% relative RMS against the reference, a third of the
-dt = 0.1 ms discretisation error (0.10-0.27%) and so tolerable for training data, but it
-breaks the GPU = CPU check (1e-9) and long current-clamp runs accumulate it; on an H100 the
-float64 rate is half the float32 rate (not 1/64 as on consumer GPUs), so float32 would at best
-double the speed. ``benchmarks/bench_gpu.py`` prints a float32 estimate of that error.
+Precision: float64 inside, float32 traces out (as on the CPU). Is float32 inside safe? For
+voltage-clamp training data at dt = 0.1 ms, yes in accuracy: storing every state, constant and
+factor in float32 (float64 arithmetic) changes I_total on protocol_a by 0.005 / 0.004 / 0.009 %
+relative RMS (baseline / set1 / set2; ``benchmarks/bench_gpu.py --float32-check``), and the CPU
+float32 kernel of PERFORMANCE.md (float32 arithmetic too) measured an error floor of ~0.07 %,
+both below the dt = 0.1 ms discretisation error against the reference (0.10-0.27 %). It is not
+safe for long current-clamp runs or small dt: Euler increments of Ki (~105 mM) and Nai fall
+below one float32 ulp, so the slow concentration drift is lost; and it would break the GPU = CPU
+check (1e-9). Not implemented: on an H100 float32 is only twice the float64 rate (not 64x as on
+consumer GPUs), so it can at most halve the time.
+
+Compilation: checked without a GPU (numba-cuda 0.30.4 with numba 0.68.1, NVVM of CUDA 13.0,
+``cuda.compile_ptx`` for sm_90, then ``ptxas -v``; ``benchmarks/bench_gpu.py --ptx-check``):
+every kernel compiles, 254-255 registers and 350-420 bytes of spill stores per thread. The CUDA target built into numba 0.68 itself cannot compile
+them (it fails on the builtins min/max: "Signature mismatch"), so numba-cuda is required.
 
 Availability: importing this module never fails and never touches a GPU. ``gpu_available()``
-says whether a CUDA GPU and numba's CUDA target (numba-cuda, ``pip install cardiotwin[gpu]``)
-can run the kernels. With ``NUMBA_ENABLE_CUDASIM=1`` (set before numba.cuda is first
+says whether a CUDA GPU and numba-cuda (``pip install cardiotwin[gpu]``) can run the kernels. With ``NUMBA_ENABLE_CUDASIM=1`` (set before numba.cuda is first
 imported) the kernels run in numba's CUDA simulator on the CPU (slow: tests only);
 ``gpu_available()`` is False there.
 
@@ -93,9 +99,9 @@ def backend() -> str:
 
 
 def gpu_available() -> bool:
-    """True when a CUDA GPU can run the kernels (driver found, a device present, not the
-    simulator). Never raises."""
-    if cuda is None or simulator_enabled():
+    """True when a CUDA GPU can run the kernels (numba-cuda installed, driver found, a device
+    present, not the simulator). Never raises."""
+    if cuda is None or simulator_enabled() or not backend().startswith("numba-cuda"):
         return False
     try:
         return bool(cuda.is_available()) and len(cuda.gpus) > 0
@@ -124,8 +130,8 @@ def _require_cuda() -> None:
         raise RuntimeError("numba's CUDA target cannot be imported: install numba-cuda "
                            "(pip install 'cardiotwin[gpu]')")
     if not (simulator_enabled() or gpu_available()):
-        raise RuntimeError("no CUDA GPU available (CUDA driver or device not found; "
-                           f"backend: {backend()}): use the CPU simulator "
+        raise RuntimeError("no CUDA GPU available (numba-cuda, the CUDA driver or a device not "
+                           f"found; backend: {backend()}): use the CPU simulator "
                            "(cardiotwin.simulate.simulate_voltage_clamp / "
                            "simulate_current_clamp), or set NUMBA_ENABLE_CUDASIM=1 before "
                            "numba.cuda is imported to run these kernels in the (slow) simulator")
