@@ -1,0 +1,165 @@
+"""Configuration of the Mitchell-Schaeffer + residual-network hybrid (pydantic, validated).
+
+Units: time ms; the membrane potential ``v`` and the gate ``h`` are normalized (v = 0 at the
+beat's maximum diastolic potential, 1 at its peak; h in [0, 1]); derivatives in normalized
+units per ms. A ``ValidationError`` is a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# the physical parameters of F_p, in this order everywhere (vectors, tables, JSON)
+PHYS_NAMES = ("tau_in_ms", "tau_out_ms", "tau_open_ms", "tau_close_ms", "v_gate")
+
+
+class Bound(BaseModel):
+    """A bounded physical parameter: ``value`` = lo + (hi - lo) * sigmoid(theta) (linear) or
+    exp(log lo + (log hi - log lo) * sigmoid(theta)) (log, for time constants)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    init: float = Field(description="initial value (units of the parameter)")
+    lo: float = Field(description="lower bound (excluded)")
+    hi: float = Field(description="upper bound (excluded)")
+    log: bool = Field(True, description="sigmoid in log space (time constants)")
+    trainable: bool = Field(True, description="False: held at init")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):
+            raise ValueError(f"bounds must satisfy lo < hi, found lo={self.lo}, hi={self.hi}")
+        if self.log and self.lo <= 0:
+            raise ValueError(f"log-scaled bound needs lo > 0, found lo={self.lo}")
+        if not (self.lo < self.init < self.hi):
+            raise ValueError(f"init {self.init} must lie strictly inside ({self.lo}, {self.hi})")
+        return self
+
+
+class PhysicsConfig(BaseModel):
+    """Mitchell-Schaeffer F_p: dv/dt = h v^2 (1 - v) / tau_in - v / tau_out + J_stim(t);
+    dh/dt = (1 - h) / tau_open below v_gate, -h / tau_close above it (the switch is a
+    sigmoid of width ``gate_width`` so the right-hand side is smooth and differentiable).
+
+    Bounds: the defaults bracket iPSC-CM beats (APD90 ~50-600 ms) and keep RK4 at 0.1 ms
+    stable (tau_in >= 0.05 ms: |dt * eigenvalue| <= 2 < 2.78).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tau_in_ms: Bound = Field(Bound(init=0.3, lo=0.05, hi=5.0),
+                             description="inward (depolarizing) time constant (ms)")
+    tau_out_ms: Bound = Field(Bound(init=6.0, lo=0.5, hi=100.0),
+                              description="outward (repolarizing) time constant (ms)")
+    tau_open_ms: Bound = Field(Bound(init=120.0, lo=10.0, hi=2000.0, trainable=False),
+                               description="gate recovery time constant below v_gate (ms)")
+    tau_close_ms: Bound = Field(Bound(init=150.0, lo=10.0, hi=3000.0),
+                                description="gate closing time constant above v_gate (ms); "
+                                            "sets the AP duration")
+    v_gate: Bound = Field(Bound(init=0.13, lo=0.02, hi=0.5, log=False, trainable=False),
+                          description="gate switch potential (normalized)")
+    gate_width: float = Field(0.005, gt=0, le=0.05,
+                              description="width of the smooth gate switch (normalized v)")
+    stim_amplitude: float = Field(0.0, ge=0, description="J_stim amplitude (normalized/ms); 0 "
+                                                         "for spontaneous beats")
+    stim_duration_ms: float = Field(1.0, gt=0, description="J_stim is on for t in [0, this) "
+                                                            "after the beat start (ms)")
+
+    def bounds(self) -> list[Bound]:
+        return [getattr(self, n) for n in PHYS_NAMES]
+
+
+class NetworkConfig(BaseModel):
+    """F_dl: residual MLP (v, h) -> (dv/dt, dh/dt) correction (normalized/ms)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: int = Field(16, ge=2, le=256, description="hidden units")
+    blocks: int = Field(1, ge=0, le=8, description="residual blocks after the input layer")
+    seed: int = Field(0, ge=0, description="weight initialization seed")
+    output_scale: float = Field(0.01, gt=0, description="fixed factor on the output layer "
+                                                        "(normalized/ms)")
+
+
+class DataConfig(BaseModel):
+    """How beats are cut from a trace and normalized."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start_level: float = Field(0.2, gt=0, lt=1, description="a beat starts where its "
+                               "normalized upstroke crosses this level (above v_gate)")
+    window_ms: float = Field(500.0, gt=0, description="beat window after the start (ms); "
+                                                      "shorter when the next beat comes first")
+    next_beat_margin_ms: float = Field(20.0, ge=0, description="the window ends this long "
+                                       "before the next beat's start (ms)")
+    output_ms: float = Field(0.1, gt=0, description="observation interval of the fit (ms); a "
+                             "multiple of dt_ms (0.1: every RK4 step, the recordings' 10 kHz; "
+                             "one observation per RK4 step also compiles fastest)")
+    smooth_ms: float = Field(1.0, gt=0, description="moving average used to find beat starts "
+                                                    "and the normalization levels (ms)")
+    min_beats: int = Field(1, ge=1, description="fewer complete beats: the trace is refused")
+    min_window_ms: float = Field(50.0, gt=0, description="shorter beat windows are skipped (ms)")
+    max_beats: int = Field(3, ge=1, description="beats per fit (the first ones; fixed batch)")
+
+
+class FitConfig(BaseModel):
+    """Training of the hybrid: physics-only warm-up, then F_p and F_dl together.
+
+    Loss of the joint stage: lambda_j * L_traj + ||F_dl||, with
+    lambda_{j+1} = lambda_j + gamma * L_traj (after each step j). L_traj: masked MSE of v
+    (normalized^2); ||F_dl||: RMS of F_dl over the fitted trajectories (normalized/ms).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    physics: PhysicsConfig = PhysicsConfig()
+    network: NetworkConfig = NetworkConfig()
+    data: DataConfig = DataConfig()
+    dt_ms: float = Field(0.1, gt=0, le=0.5, description="RK4 step (ms)")
+    use_dl: bool = Field(True, description="False: physics only (F_dl switched off)")
+    physics_optimizer: Literal["lbfgs", "adam"] = Field(
+        "lbfgs", description="physics-only stage: L-BFGS (scipy, gradients through the "
+                             "integrator) or Adam")
+    physics_steps: int = Field(200, ge=0, description="iterations of the physics-only stage")
+    hybrid_steps: int = Field(120, ge=0, description="Adam steps of the joint stage")
+    lr_physics: float = Field(0.05, gt=0, description="Adam rate of the physics logits (the "
+                              "joint stage uses lr_physics * lr_final_fraction)")
+    lr_network: float = Field(3e-2, gt=0, description="Adam rate of the F_dl weights")
+    lr_final_fraction: float = Field(0.1, gt=0, le=1, description="each stage's rate decays "
+                                     "exponentially to this fraction of its start")
+    lambda0: float = Field(100.0, gt=0, description="initial weight of L_traj (1/ms per "
+                           "normalized^2: it trades L_traj against ||F_dl||)")
+    gamma: float = Field(1000.0, ge=0, description="lambda update rate: lambda += gamma * L_traj "
+                                                   "after every step")
+    learn_h0: bool = Field(True, description="fit the gate h at the beat start (else h0_init)")
+    h0_init: float = Field(0.95, gt=0, lt=1, description="initial (or fixed) h at beat start")
+
+    @model_validator(mode="after")
+    def _check(self):
+        k = self.data.output_ms / self.dt_ms
+        if abs(k - round(k)) > 1e-6 or round(k) < 1:
+            raise ValueError(f"data.output_ms ({self.data.output_ms}) must be a whole multiple "
+                             f"of dt_ms ({self.dt_ms})")
+        return self
+
+    @property
+    def substeps(self) -> int:
+        """RK4 steps per observation."""
+        return int(round(self.data.output_ms / self.dt_ms))
+
+    @property
+    def n_out(self) -> int:
+        """Observations per beat window."""
+        return int(round(self.data.window_ms / self.data.output_ms))
+
+
+def flat_error(exc: Exception) -> str:
+    """One plain line from a pydantic ValidationError (for command lines)."""
+    errs = getattr(exc, "errors", None)
+    if callable(errs):
+        return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'config'}: {e['msg']}"
+                         for e in errs())
+    return str(exc)
