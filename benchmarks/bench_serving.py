@@ -68,7 +68,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(TwinDeployment.options(num_replicas=a.replicas,
+    serve.run(TwinDeployment.options(num_replicas=a.replicas, max_ongoing_requests=32,
                                      ray_actor_options={"num_cpus": 1}).bind(
         model_dir=model, ap_duration_ms=a.ap_ms), name="bench", route_prefix="/")
     base = f"http://127.0.0.1:{port}/twin"

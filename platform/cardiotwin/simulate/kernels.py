@@ -51,7 +51,8 @@ N_WS = N_ROWS + 3  # workspace rows: the model's, then unstable flag, dV/dt, sub
 BAD = N_ROWS
 DVDT = N_ROWS + 1
 NSUB = N_ROWS + 2
-_JIT = dict(parallel=True, error_model="numpy", cache=True, _nrt=False, fastmath={"contract"})
+_JIT = dict(parallel=True, nogil=True, error_model="numpy", cache=True, _nrt=False,
+            fastmath={"contract"})  # nogil: a served twin simulates while requests parse
 
 
 def n_chunks(n_cells: int) -> int:
