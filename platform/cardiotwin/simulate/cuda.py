@@ -47,13 +47,14 @@ import math
 import os
 import time
 
+import numba
 import numpy as np
 
 from ..model.equations import (CAI, CP0, CUR0, CURRENT_NAMES, ITOT, N_CP, N_CURRENTS, N_ROWS,
                                N_STATE_ROWS, V_, advance, voltage_terms)
 from ..model.parameters import N_STATES
 from .api import (CurrentClampResult, Pacing, VoltageClampResult, cc_setup, vc_setup)
-from .kernels import V_LIMIT, _stimulus
+from .kernels import V_LIMIT, _floor, _stimulus
 
 try:  # numba's CUDA target: the simulator when NUMBA_ENABLE_CUDASIM=1; no driver is touched here
     from numba import cuda
@@ -191,6 +192,14 @@ def _make_voltage_clamp_kernel(store_currents: bool):
     return kernel
 
 
+@numba.njit(inline="always")
+def _ceil(x):
+    """ceil(x) kept in floating point (-floor(-x)), as np.ceil in the CPU kernel: math.ceil
+    would convert to an integer, undefined for huge values on a GPU. An njit function so that
+    the simulator (pure Python kernels) can call it too."""
+    return -_floor(-x)
+
+
 def _current_clamp_kernel(cp, y0, n_steps, dt, rec_every, keep_every, stim_amp, stim_start,
                           stim_period, stim_width, dv_max, max_sub, rec_cai, v_out, cai_out,
                           final_state, unstable):
@@ -221,7 +230,7 @@ def _current_clamp_kernel(cp, y0, n_steps, dt, rec_every, keep_every, stim_amp, 
             break
         if bad:
             continue
-        n_c = min(float(max_sub), max(1.0, float(math.ceil(abs(dvdt) * dt / dv_max))))
+        n_c = min(float(max_sub), max(1.0, _ceil(abs(dvdt) * dt / dv_max)))
         h = dt / n_c
         t = k * dt
         for sub in range(int(n_c)):
