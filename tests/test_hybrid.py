@@ -117,7 +117,7 @@ def test_hybrid_fit_decreases_loss_and_lambda_follows_rule():
     """Tiny joint fit on data the physics cannot reproduce exactly (an extra slow outward
     drift): L_traj and the objective at fixed lambda fall, lambda_{j+1} = lambda_j + gamma *
     L_traj,j, and the forecast decomposes as dv/dt = F_p,v + F_dl,v."""
-    from cardiotwin.hybrid.fit import fit_beats, forecast
+    from cardiotwin.hybrid.fit import fit_beats, forecast, forecast_mse
 
     data = _small_data(output_ms=0.1, window_ms=40.0, max_beats=1)
     bs = ms_beats(TRUE, h0=0.95, n_beats=1, window_ms=40.0, data=data)
@@ -135,11 +135,32 @@ def test_hybrid_fit_decreases_loss_and_lambda_follows_rule():
     per_lam = np.array(h["loss"]) / lam[:-1]                 # L_traj + ||F_dl|| / lambda
     assert per_lam[-1] < per_lam[0]
     assert fit.fdl_norm > 0
+    # the stage returns its iterate with the lowest L_traj (loss spikes are undone)
+    assert forecast_mse(fit.hybrid, cfg, bs, 40.0, clean=False) == pytest.approx(
+        min(h["l_traj"]), rel=1e-3)
     fc = forecast(fit.hybrid, cfg, 0.2, 40.0)
     dv = np.diff(fc.v[:, 0]) / data.output_ms
     mid = 0.5 * ((fc.fp_v + fc.fdl_v)[1:, 0] + (fc.fp_v + fc.fdl_v)[:-1, 0])
     assert np.max(np.abs(dv - mid)[100:]) < 1e-3             # after the upstroke
     assert np.max(np.abs(fc.fdl_v)) > 0
+    from cardiotwin.hybrid.figures import plot_fit
+
+    png = plot_fit(fit, bs, horizon_ms=40.0)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_model_apd90_matches_the_reference_beat():
+    from cardiotwin.hybrid.fit import ModelState
+    from cardiotwin.hybrid.readout import model_apd90_ms
+
+    t = np.arange(0.0, 150.0, 0.01)
+    v = solve_reference(TRUE, (0.2, 0.95), t)[:, 0]
+    i = int(np.argmax(v))
+    ref = t[i + int(np.flatnonzero(v[i:] < 0.1 * v[i])[0])]          # ~88.8 ms
+    cfg = FitConfig(data=_small_data(output_ms=0.1))
+    got = model_apd90_ms(ModelState(dict(TRUE), 0.95), cfg, 150.0)
+    assert got == pytest.approx(ref, abs=0.1)
+    assert math.isnan(model_apd90_ms(ModelState(dict(TRUE), 0.95), cfg, 50.0))
 
 
 # ----------------------------------------------------------------------------- data

@@ -134,6 +134,8 @@ class FitConfig(BaseModel):
                            "normalized^2: it trades L_traj against ||F_dl||)")
     gamma: float = Field(1000.0, ge=0, description="lambda update rate: lambda += gamma * L_traj "
                                                    "after every step")
+    spike_factor: float = Field(1.5, gt=1, description="joint stage: a step with L_traj above "
+                                "this x the best so far is undone and the rates halved")
     learn_h0: bool = Field(True, description="fit the gate h at the beat start (else h0_init)")
     h0_init: float = Field(0.95, gt=0, lt=1, description="initial (or fixed) h at beat start")
 

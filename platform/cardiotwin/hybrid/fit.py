@@ -6,7 +6,10 @@ Two stages, both through the same compiled (XLA) step, RK4 at ``dt_ms`` (0.1 ms)
    parameters (and h0) minimizing L_traj. This is also the "physics-only" model.
 2. Joint (when ``use_dl``): F_p and F_dl together, minimizing lambda_j * L_traj + ||F_dl||, then
    lambda_{j+1} = lambda_j + gamma * L_traj,j (the APHYNITY / APHYN-EP rule: the physics explains
-   as much as it can, the network only the rest).
+   as much as it can, the network only the rest). Threshold dynamics make the trajectory loss
+   rough: a step whose L_traj exceeds ``spike_factor`` x the best so far is undone (back to the
+   best iterate, learning rates halved; lambda still follows the rule), and the stage returns
+   the iterate with the lowest L_traj.
 
 L_traj: mean squared error of the forecast v against the observed normalized v over every
 beat's window (masked; normalized^2). ||F_dl||: RMS of F_dl over the forecast states at the
@@ -294,24 +297,33 @@ def fit_beats(beats: BeatSet, config: FitConfig | None = None, *,
     def run_stage(s, n_steps, with_net, lam0, gamma, lr_p, lr_n):
         step = _train_step(cfg, with_net)
         hist: dict[str, list[float]] = {"l_traj": [], "fdl_norm": [], "lam": [lam0],
-                                        "loss": []}
-        lam = lam0
+                                        "loss": [], "reverted": []}
+        lam, scale = lam0, 1.0
+        best_l, best_s = math.inf, s
         for j in range(n_steps):
-            s, l_traj, norm, loss = step(
+            s_new, l_traj, norm, loss = step(
                 s, batch, tf.constant(lam, tf.float32),
-                tf.constant(_schedule(lr_p, cfg.lr_final_fraction, j, n_steps), tf.float32),
-                tf.constant(_schedule(lr_n, cfg.lr_final_fraction, j, n_steps), tf.float32))
-            lt = float(l_traj)
+                tf.constant(scale * _schedule(lr_p, cfg.lr_final_fraction, j, n_steps),
+                            tf.float32),
+                tf.constant(scale * _schedule(lr_n, cfg.lr_final_fraction, j, n_steps),
+                            tf.float32))
+            lt = float(l_traj)              # at s, before this step's update
             hist["l_traj"].append(lt)
             hist["fdl_norm"].append(float(norm))
             hist["loss"].append(float(loss))
             if math.isfinite(lt):
                 lam = lam + gamma * lt
             hist["lam"].append(lam)
+            if lt < best_l:
+                best_l, best_s = lt, s
+            elif not lt <= cfg.spike_factor * best_l:
+                s_new, scale = best_s, 0.5 * scale   # loss spike: back to the best, slower
+                hist["reverted"].append(j)
+            s = s_new
             if log and (j % 50 == 0 or j == n_steps - 1):
                 log(f"  step {j:4d}  L_traj {lt:.3e}  ||F_dl|| {float(norm):.3e}  "
                     f"lambda {hist['lam'][-2]:.3g}  ({time.perf_counter() - t_start:.1f} s)")
-        return s, hist
+        return (best_s if n_steps else s), hist
 
     def state_of(s, with_net):
         vals = ms.from_logits(cfg.physics, s["theta"].numpy())

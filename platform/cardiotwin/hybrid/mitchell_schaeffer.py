@@ -85,10 +85,3 @@ def rhs_numpy(t, x, p, gate_width, stim_amplitude=0.0, stim_duration_ms=1.0):
     j = stim_amplitude if t < stim_duration_ms else 0.0
     return np.array([h * v * v * (1 - v) / tau_in - v / tau_out + j,
                      (1 - s) * (1 - h) / tau_open - s * h / tau_close])
-
-
-def apd_estimate_ms(values, h0: float = 1.0) -> float:
-    """Classical MS estimate of the AP duration: tau_close * ln(h0 * tau_out / (4 tau_in)) (ms);
-    the gate must fall from h0 to the loss-of-excitation level 4 tau_in / tau_out."""
-    tau_in, tau_out, _, tau_close, _ = values
-    return float(tau_close * np.log(max(h0 * tau_out / (4 * tau_in), 1.0)))

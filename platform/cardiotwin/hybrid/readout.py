@@ -33,12 +33,14 @@ def parse_recording_name(path) -> tuple[str, str | None, str | None, str | None]
 def fit_row(path, fit, beats) -> dict[str, Any]:
     """Summary row of a fitted recording: tau's of the final model (hybrid, else physics only;
     ms), the physics-only tau's (suffix _phys), h0, APD90 and cycle length measured on the
-    recording (cardiotwin.features, ms), final L_traj (normalized^2), ||F_dl|| (normalized/ms)."""
+    recording (cardiotwin.features, ms), the fitted model's APD90 (:func:`model_apd90_ms`),
+    final L_traj (normalized^2), ||F_dl|| (normalized/ms)."""
     final, phys = fit.final, fit.physics_only
     row: dict[str, Any] = {"file": str(path), "status": "fitted", "n_beats": fit.n_beats,
                            "model": "hybrid" if fit.hybrid is not None else "physics"}
     row.update({k: final.physics[k] for k in PHYS_NAMES})
     row["h0"] = final.h0
+    row["apd_ms_model"] = model_apd90_ms(final, fit.config, fit.config.data.window_ms)
     row.update({f"{k}_phys": phys.physics[k] for k in PHYS_NAMES})
     hh, hp = fit.history_hybrid, fit.history_physics
     row["l_traj"] = (hh or hp)["l_traj"][-1]
@@ -49,6 +51,25 @@ def fit_row(path, fit, beats) -> dict[str, Any]:
     row["cycle_length_ms"] = beats.features.get("cycle_length_ms", math.nan)
     row["seconds"] = fit.seconds
     return row
+
+
+def model_apd90_ms(state, config, horizon_ms: float) -> float:
+    """APD90 of the fitted model's own beat (ms): forecast from the beat start (v0 =
+    start level on the upstroke, h0) until v falls below 10% of its peak; NaN if it does not
+    within ``horizon_ms``."""
+    import numpy as np
+
+    from .fit import forecast
+
+    fc = forecast(state, config, config.data.start_level, horizon_ms)
+    v = fc.v[:, 0]
+    i = int(np.argmax(v))
+    below = np.flatnonzero(v[i:] < 0.1 * v[i])
+    if below.size == 0:
+        return math.nan
+    k = i + int(below[0])
+    frac = (v[k - 1] - 0.1 * v[i]) / (v[k - 1] - v[k])
+    return float(fc.t_ms[k - 1] + frac * (fc.t_ms[k] - fc.t_ms[k - 1]))
 
 
 def skipped_row(path, reason: str) -> dict[str, Any]:
@@ -87,7 +108,9 @@ def drug_table(rows: list[dict[str, Any]], drugs=DRUGS) -> list[dict[str, Any]]:
                     "apd90_pre_ms": pre.get("apd90_ms", math.nan),
                     "apd90_post_ms": post.get("apd90_ms", math.nan),
                     "apd90_change_pct": _pct(pre.get("apd90_ms", math.nan),
-                                             post.get("apd90_ms", math.nan))})
+                                             post.get("apd90_ms", math.nan)),
+                    "apd_model_change_pct": _pct(pre.get("apd_ms_model", math.nan),
+                                                 post.get("apd_ms_model", math.nan))})
             else:
                 why = []
                 for cond, r in (("pre", pre), ("post", post)):
