@@ -233,7 +233,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--decimate", type=int, default=10,
                     help="store every k-th sample (default 10: 1 kHz)")
-    ap.add_argument("--max-seconds", type=float, default=150.0,
+    ap.add_argument("--max-seconds", type=float, default=90.0,
                     help="skip (project) a size whose projected GPU time exceeds this")
     ap.add_argument("--tpb", type=int, nargs="+", default=[128],
                     help="threads per block to try at the smallest size (default 128)")
