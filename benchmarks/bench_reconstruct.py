@@ -105,13 +105,13 @@ def main(argv=None) -> int:
     train_cfg = PairConfig(n_cells=a.cells, seed=a.seed, drugs=TRAIN_DRUGS, shard_size=30)
     drug_cfg = PairConfig(n_cells=a.drug_cells, seed=a.seed + 1000, drugs=(UNSEEN_DRUG,),
                           drug_fraction=1.0, shard_size=30)
-    m_train, w_train = get_store(cache / f"pairs_train_n{a.cells}_s{a.seed}", train_cfg,
-                                 a.workers)
-    m_drug, w_drug = get_store(cache / f"pairs_{UNSEEN_DRUG}_n{a.drug_cells}_s{a.seed}",
-                               drug_cfg, a.workers)
-    data = load_pair_data(cache / f"pairs_train_n{a.cells}_s{a.seed}")
-    unseen = load_pair_data(cache / f"pairs_{UNSEEN_DRUG}_n{a.drug_cells}_s{a.seed}",
-                            splits=("train", "val", "test"))
+    train_dir = cache / f"pairs_train_n{a.cells}_s{a.seed}_{train_cfg.config_hash()[:10]}"
+    drug_dir = cache / f"pairs_{UNSEEN_DRUG}_n{a.drug_cells}_s{a.seed}_" \
+                       f"{drug_cfg.config_hash()[:10]}"
+    m_train, w_train = get_store(train_dir, train_cfg, a.workers)
+    m_drug, w_drug = get_store(drug_dir, drug_cfg, a.workers)
+    data = load_pair_data(train_dir)
+    unseen = load_pair_data(drug_dir)
     x_unseen = np.concatenate([unseen.x[s] for s in ("train", "val", "test")])
     y_unseen = np.concatenate([unseen.y[s] for s in ("train", "val", "test")])
     win = data.window

@@ -185,6 +185,13 @@ def test_pair_generator_on_ray(ray_session, tmp_path):
     # a re-run finds every shard complete and simulates nothing
     m2 = generate_pairs(cfg, tmp_path / "pairs", n_workers=2, log=None)
     assert [s["wall_s"] for s in m2["shards"]] == [s["wall_s"] for s in m["shards"]]
+    # the training entry point reads the store and writes an artifact
+    from cardiotwin.reconstruct.infer import load_reconstructor
+    from cardiotwin.reconstruct.train import main as train_main
+
+    assert train_main([str(tmp_path / "pairs"), "--out", str(tmp_path / "m"), "--epochs", "1",
+                       "--filters", "4", "--depth", "2", "--kernel-size", "3"]) == 0
+    assert load_reconstructor(tmp_path / "m").window == cfg.window
     with pytest.raises(ValueError, match="another configuration"):
         generate_pairs(_small_pairs_config(seed=4), tmp_path / "pairs", log=None)
     with pytest.raises(ValueError, match="nodrug"):

@@ -267,9 +267,11 @@ def write_shard(cfg: PairConfig, index: int, out_dir: str | os.PathLike) -> dict
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    no_window = counts.pop("no_window", 0)  # ok cells without a complete window
     summary = {"index": index, "first_cell_id": first, "n_cells": n,
                "config_hash": cfg.config_hash(), "file": path.name, "rows_kept": table.num_rows,
                "cells_kept": len(set(rows["cell_id"])), "status_counts": dict(counts),
+               "ok_cells_without_window": no_window,
                "wall_s": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
     write_json_atomic(out / sidecar_name(index), summary)
     return summary
@@ -347,6 +349,8 @@ def generate_pairs(cfg: PairConfig, out_dir: str | os.PathLike, *, n_workers: in
              "totals": {"cells": sum(s["n_cells"] for s in shards),
                         "cells_kept": sum(s["cells_kept"] for s in shards),
                         "windows": sum(s["rows_kept"] for s in shards),
+                        "ok_cells_without_window": sum(s.get("ok_cells_without_window", 0)
+                                                       for s in shards),
                         "status_counts": dict(counts)},
              "versions": _versions(), "wall_s": round(time.perf_counter() - t0, 3)}
         write_json_atomic(out / "manifest.json", m)

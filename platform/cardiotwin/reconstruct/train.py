@@ -213,3 +213,43 @@ def train_model(stores, out_dir: str | os.PathLike, cfg: ReconTrainConfig | None
         log(f"test: MAE {metrics['mae']:.4f}, APD90 median error "
             f"{metrics['apd']['APD90'].get('median_abs_pct', float('nan')):.1f} % -> {out_dir}")
     return meta
+
+
+def main(argv=None) -> int:
+    """``python -m cardiotwin.reconstruct.train STORE [STORE ...] --out DIR [--beta B] ...``"""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m cardiotwin.reconstruct.train",
+                                description="train the iAP reconstruction network on pair "
+                                            "store(s) into a model artifact")
+    p.add_argument("stores", nargs="+", metavar="STORE", help="pair store directories")
+    p.add_argument("--out", required=True, metavar="DIR", help="model artifact directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    for name in ("alpha", "beta", "learning_rate", "batch_size", "epochs", "patience", "seed"):
+        f = ReconTrainConfig.model_fields[name]
+        p.add_argument(f"--{name.replace('_', '-')}", type=f.annotation, default=None,
+                       help=f.description)
+    for name in ("filters", "depth", "kernel_size"):
+        f = NetConfig.model_fields[name]
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
+                       help=f.description)
+    p.add_argument("--median-only", action="store_true", help="no quantile heads")
+    a = p.parse_args(argv)
+    top = {k: getattr(a, k) for k in ("alpha", "beta", "learning_rate", "batch_size", "epochs",
+                                      "patience", "seed") if getattr(a, k) is not None}
+    net = {k: getattr(a, k) for k in ("filters", "depth", "kernel_size")
+           if getattr(a, k) is not None}
+    if a.median_only:
+        net["quantiles"] = False
+    try:
+        train_model(a.stores, a.out, ReconTrainConfig(**top, net=NetConfig(**net)),
+                    overwrite=a.overwrite)
+    except ValueError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
