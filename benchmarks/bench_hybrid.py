@@ -10,13 +10,14 @@
    The study (APHYN-EP, its validation set): hybrid 5.7e-3 vs physics-only 1e-2.
 2. Real iPSC-CM recordings (../shared/data/real-ipsc-ap, spontaneous, 10 kHz): every pre-drug /
    post-drug recording of cisapride, quinidine, quinine, verapamil (and the time controls) is
-   screened; cells whose pre and post recordings both beat are fitted (hybrid, 300 ms windows)
+   screened; cells whose pre and post recordings both beat are fitted (hybrid, 500 ms windows
+   or up to the next beat)
    and their tau_close change is printed next to the APD90 change measured by
    cardiotwin.features and the change of the model's own APD estimate tau_close ln(h0 tau_out /
    (4 tau_in)); the others are listed with the reason.
 
     python benchmarks/bench_hybrid.py --quick     # check that it runs (~3 min)
-    python benchmarks/bench_hybrid.py             # 6 simulated cells, all real pairs (~10-15 min)
+    python benchmarks/bench_hybrid.py             # 8 simulated cells, all real pairs (~7 min)
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def real(a, log) -> None:
         print("\n   per recording (hybrid): " + "; ".join(
             f"{Path(r['file']).name.split('.')[0]}: tau_in {r['tau_in_ms']:.2f}, tau_out "
             f"{r['tau_out_ms']:.1f}, tau_close {r['tau_close_ms']:.1f} ms (phys "
-            f"{r['tau_close_ms_phys']:.1f}), h0 {r['h0']:.2f}, L_traj "
+            f"{r['tau_close_ms_phys']:.1f}), h0 {r['h0']:.3f}, L_traj "
             f"{r['l_traj']:.1e} (phys {r['l_traj_phys']:.1e}), ||F_dl|| {r['fdl_norm']:.1e}"
             for r in fitted))
 
@@ -164,12 +165,12 @@ def real(a, log) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="2 cells, 40 joint steps, no controls")
-    p.add_argument("--n-cells", type=int, default=6)
+    p.add_argument("--n-cells", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-beats", type=int, default=3)
     p.add_argument("--sim-duration-ms", type=float, default=5000.0)
     p.add_argument("--sim-window-ms", type=float, default=500.0)
-    p.add_argument("--real-window-ms", type=float, default=300.0)
+    p.add_argument("--real-window-ms", type=float, default=500.0)
     p.add_argument("--horizon-ms", type=float, default=300.0)
     p.add_argument("--hybrid-steps", type=int, default=120)
     p.add_argument("--no-controls", dest="controls", action="store_false")
@@ -188,7 +189,8 @@ def main() -> int:
     print(f"host: {cpu_model()}, {os.cpu_count()} CPUs, load {loadavg()}; TensorFlow threads "
           f"{a.threads}")
     print(f"fit: L-BFGS physics stage (<= 200 iterations), then {a.hybrid_steps} joint Adam "
-          f"steps (lambda0 100, gamma 1000, F_dl 16 wide, 1 residual block)")
+          f"steps (lambda0 100, gamma 1000, F_dl 16 wide, 1 residual block); beats start at "
+          f"v0 = 0.5 on the upstroke with h0 = 1")
     log = print if a.verbose else None
     t0 = time.perf_counter()
     simulated(a, log)

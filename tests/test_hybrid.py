@@ -103,7 +103,7 @@ def test_physics_only_fit_recovers_ms_parameters():
     data = _small_data(output_ms=0.1, max_beats=4)
     cfg = FitConfig(data=data, use_dl=False, physics_steps=200)
     for noise, tol, seed in ((0.0, 1e-3, 0), (0.05, 0.05, 0), (0.05, 0.05, 1)):
-        bs = ms_beats(TRUE, h0=0.95, n_beats=4, window_ms=100.0, noise_sd=noise, seed=seed,
+        bs = ms_beats(TRUE, h0=1.0, n_beats=4, window_ms=100.0, noise_sd=noise, seed=seed,
                       data=data)
         fit = fit_beats(bs, cfg)
         assert fit.hybrid is None
@@ -111,6 +111,16 @@ def test_physics_only_fit_recovers_ms_parameters():
             rel = fit.physics_only.physics[k] / TRUE[k] - 1
             assert abs(rel) < tol, (noise, k, fit.physics_only.physics)
         assert fit.physics_only.physics["tau_open_ms"] == pytest.approx(120.0)  # fixed
+    # started above v_gate, h = h0 exp(-t/tau_close): only h0/tau_in is identifiable, so data
+    # with h0 = 0.8 fitted with h0 fixed at 1 give tau_in / 0.8 and the other tau's (exactly
+    # until v falls below v_gate at the very end of the window, where h starts to recover)
+    bs = ms_beats(TRUE, h0=0.8, n_beats=1, window_ms=100.0, data=data)
+    fit = fit_beats(bs, cfg)
+    got = fit.physics_only.physics
+    assert got["tau_in_ms"] == pytest.approx(TRUE["tau_in_ms"] / 0.8, rel=3e-3)
+    assert got["tau_out_ms"] == pytest.approx(TRUE["tau_out_ms"], rel=3e-3)
+    assert got["tau_close_ms"] == pytest.approx(TRUE["tau_close_ms"], rel=3e-3)
+    assert fit.physics_only.h0 == pytest.approx(1.0)
 
 
 def test_hybrid_fit_decreases_loss_and_lambda_follows_rule():
@@ -120,7 +130,7 @@ def test_hybrid_fit_decreases_loss_and_lambda_follows_rule():
     from cardiotwin.hybrid.fit import fit_beats, forecast, forecast_mse
 
     data = _small_data(output_ms=0.1, window_ms=40.0, max_beats=1)
-    bs = ms_beats(TRUE, h0=0.95, n_beats=1, window_ms=40.0, data=data)
+    bs = ms_beats(TRUE, h0=1.0, n_beats=1, window_ms=40.0, data=data)
     t = np.arange(bs.beats[0].v_obs.size) * data.output_ms
     bs.beats[0].v_obs = (bs.beats[0].v_obs - 0.004 * t * (t > 5)).astype(np.float32)
     cfg = FitConfig(data=data, physics_steps=30, hybrid_steps=60, gamma=1e4, lambda0=100.0,
@@ -138,7 +148,7 @@ def test_hybrid_fit_decreases_loss_and_lambda_follows_rule():
     # the stage returns its iterate with the lowest L_traj (loss spikes are undone)
     assert forecast_mse(fit.hybrid, cfg, bs, 40.0, clean=False) == pytest.approx(
         min(h["l_traj"]), rel=1e-3)
-    fc = forecast(fit.hybrid, cfg, 0.2, 40.0)
+    fc = forecast(fit.hybrid, cfg, data.start_level, 40.0)
     dv = np.diff(fc.v[:, 0]) / data.output_ms
     mid = 0.5 * ((fc.fp_v + fc.fdl_v)[1:, 0] + (fc.fp_v + fc.fdl_v)[:-1, 0])
     assert np.max(np.abs(dv - mid)[100:]) < 1e-3             # after the upstroke
@@ -153,14 +163,14 @@ def test_model_apd90_matches_the_reference_beat():
     from cardiotwin.hybrid.fit import ModelState
     from cardiotwin.hybrid.readout import model_apd90_ms
 
-    t = np.arange(0.0, 150.0, 0.01)
-    v = solve_reference(TRUE, (0.2, 0.95), t)[:, 0]
-    i = int(np.argmax(v))
-    ref = t[i + int(np.flatnonzero(v[i:] < 0.1 * v[i])[0])]          # ~88.8 ms
     cfg = FitConfig(data=_small_data(output_ms=0.1))
-    got = model_apd90_ms(ModelState(dict(TRUE), 0.95), cfg, 150.0)
+    t = np.arange(0.0, 150.0, 0.01)
+    v = solve_reference(TRUE, (cfg.data.start_level, 1.0), t)[:, 0]
+    i = int(np.argmax(v))
+    ref = t[i + int(np.flatnonzero(v[i:] < 0.1 * v[i])[0])]
+    got = model_apd90_ms(ModelState(dict(TRUE), 1.0), cfg, 150.0)
     assert got == pytest.approx(ref, abs=0.1)
-    assert math.isnan(model_apd90_ms(ModelState(dict(TRUE), 0.95), cfg, 50.0))
+    assert math.isnan(model_apd90_ms(ModelState(dict(TRUE), 1.0), cfg, 50.0))
 
 
 # ----------------------------------------------------------------------------- data
@@ -204,7 +214,7 @@ def test_real_beats_are_normalized_and_start_above_v_gate():
     bs = beats_from_trace(t, v, str(path), cfg)
     assert len(bs.beats) >= 4                   # ~480 ms cycle over 3 s
     for b in bs.beats:
-        assert b.v0 == 0.2 > PhysicsConfig().v_gate.init
+        assert b.v0 == 0.5 > PhysicsConfig().v_gate.init
         assert b.v_hi_mV - b.v_lo_mV > 60
         # normalized: the smoothed beat spans ~[0, 1]
         vs = np.convolve(b.v_obs, np.ones(3) / 3, "valid")

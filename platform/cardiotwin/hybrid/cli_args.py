@@ -42,7 +42,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="observation interval, a multiple of the 0.1 ms RK4 step (0.1)")
     g.add_argument("--max-beats", type=int, default=None, help="beats fitted per recording (3)")
     g.add_argument("--start-level", type=float, default=None,
-                   help="beat start on the upstroke, normalized (0.2, above v_gate 0.13)")
+                   help="beat start on the upstroke, normalized (0.5, above v_gate 0.13)")
     g = p.add_argument_group("training")
     g.add_argument("--physics-steps", type=int, default=None,
                    help="L-BFGS iterations of the physics-only stage (200)")

@@ -89,8 +89,9 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    start_level: float = Field(0.2, gt=0, lt=1, description="a beat starts where its "
-                               "normalized upstroke crosses this level (above v_gate)")
+    start_level: float = Field(0.5, gt=0, lt=1, description="a beat starts where its "
+                               "normalized upstroke crosses this level (above v_gate; 0.5 "
+                               "leaves out the slow foot of iPSC-CM upstrokes)")
     window_ms: float = Field(500.0, gt=0, description="beat window after the start (ms); "
                                                       "shorter when the next beat comes first")
     next_beat_margin_ms: float = Field(20.0, ge=0, description="the window ends this long "
@@ -136,8 +137,11 @@ class FitConfig(BaseModel):
                                                    "after every step")
     spike_factor: float = Field(1.5, gt=1, description="joint stage: a step with L_traj above "
                                 "this x the best so far is undone and the rates halved")
-    learn_h0: bool = Field(True, description="fit the gate h at the beat start (else h0_init)")
-    h0_init: float = Field(0.95, gt=0, lt=1, description="initial (or fixed) h at beat start")
+    learn_h0: bool = Field(False, description="fit the gate h at the beat start (else fixed "
+                           "at h0_init). Off by default: started above v_gate, h(t) = h0 "
+                           "exp(-t/tau_close) and only h0/tau_in is identifiable")
+    h0_init: float = Field(1.0, gt=0, le=1, description="h at the beat start (fixed, or the "
+                           "initial value when learned); 1: gate fully recovered")
 
     @model_validator(mode="after")
     def _check(self):

@@ -3,9 +3,10 @@
 Per beat (beats found by :func:`cardiotwin.features.analyze_trace`): v = (V - MDP) / (peak - MDP)
 with the beat's maximum diastolic potential and peak (mV) from the features (smoothed on noisy
 recordings), so the beat spans [0, 1]. A beat starts where its upstroke, smoothed over
-``smooth_ms``, crosses ``start_level`` (0.2 > v_gate = 0.13): spontaneous beats have no
-stimulus, so the model starts from that measured state just past threshold (v0 = start_level,
-h0 fitted). The window runs ``window_ms`` or up to ``next_beat_margin_ms`` before the next
+``smooth_ms``, crosses ``start_level`` (0.5 > v_gate = 0.13): spontaneous beats have no
+stimulus, so the model starts from that measured state past threshold (v0 = start_level,
+h0 = 1 by default). Half amplitude, not lower, because the slow diastolic depolarization and
+foot of iPSC-CM upstrokes (up to ~0.3 of the amplitude) are not Mitchell-Schaeffer dynamics. The window runs ``window_ms`` or up to ``next_beat_margin_ms`` before the next
 beat's start. Observations are the raw (unsmoothed) normalized samples every ``output_ms``.
 
 Unusable traces raise :class:`TraceError` (a ValueError) naming the file, the field, what was
@@ -80,7 +81,7 @@ class BeatSet:
             x0v[i] = b.v0
             y[:k, i] = b.v_obs[1:k + 1]
             mask[:k, i] = 1.0
-        x0v[len(use):] = use[0].v0 if use else 0.2
+        x0v[len(use):] = use[0].v0 if use else 0.5
         return {"x0v": x0v, "y": y, "mask": mask, "n_beats": len(use)}
 
     def subset(self, indices) -> "BeatSet":

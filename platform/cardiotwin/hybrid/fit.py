@@ -14,9 +14,11 @@ Two stages, both through the same compiled (XLA) step, RK4 at ``dt_ms`` (0.1 ms)
 L_traj: mean squared error of the forecast v against the observed normalized v over every
 beat's window (masked; normalized^2). ||F_dl||: RMS of F_dl over the forecast states at the
 observation times (normalized/ms). Each beat is forecast from one initial state: v0 = the
-start level on its upstroke (``data.start_level``, above v_gate) and h0 (fitted, shared by the
-beats of a recording; a spontaneous beat has no stimulus, so the model starts just past
-threshold instead of being stimulated).
+start level on its upstroke (``data.start_level``, 0.5, above v_gate) and h0 (``h0_init``,
+1 = gate fully recovered, fixed by default). A spontaneous beat has no stimulus, so the model
+starts from the measured state past threshold instead of being stimulated. Started above
+v_gate, h(t) = h0 exp(-t / tau_close) as long as v stays above v_gate, so only h0 / tau_in is
+identifiable: the fitted tau_in is the inward time constant for h0 = ``h0_init``.
 
 Parameters are passed to the compiled step as tensors (Adam written out here), so a process
 compiles once per architecture and window shape and then fits any number of recordings.
@@ -262,6 +264,7 @@ def _fp_pointwise(t, x, p, phys: PhysicsConfig):
 # ----------------------------------------------------------------------------- fitting
 
 def _logit(x: float) -> float:
+    x = min(max(x, 1e-7), 1 - 1e-7)     # h0 = 1 (fixed): sigmoid(16.1) = 1 in float32
     return math.log(x / (1 - x))
 
 

@@ -28,7 +28,7 @@ def solve_reference(values: dict[str, float], x0, t_eval_ms, physics: PhysicsCon
     return sol.y.T
 
 
-def ms_beats(values: dict[str, float], *, h0: float = 0.95, n_beats: int = 2,
+def ms_beats(values: dict[str, float], *, h0: float = 1.0, n_beats: int = 2,
              window_ms: float = 100.0, noise_sd: float = 0.0, seed: int = 0,
              data: DataConfig | None = None, physics: PhysicsConfig | None = None,
              name: str = "mitchell_schaeffer") -> BeatSet:
