@@ -121,6 +121,14 @@ def test_concurrent_requests_are_simulated_together(service, example, noisy_mode
                 t["biomarkers"][k] == pytest.approx(want, rel=1e-3, abs=0.5)
 
 
+def test_reconstruct_route_without_a_model_is_a_clear_404(service):
+    r = requests.post(f"{service}/reconstruct", files={"file": ("eap.csv", b"t_ms,eap\n")},
+                      timeout=30)
+    assert r.status_code == 404
+    assert "reconstruct_model_dir" in r.json()["error"]
+    assert requests.get(f"{service}/health", timeout=30).status_code == 200
+
+
 def test_json_trace_and_parameters_only(service, example):
     from cardiotwin.twin import read_abf
 

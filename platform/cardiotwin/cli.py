@@ -5,6 +5,9 @@
   cardiotwin features TRACE.csv
   cardiotwin demo [--size default|smallest] [--out-dir out/demo]   (the whole pipeline)
   cardiotwin generate --n-cells N --out DIR [--range 0.4] [--protocol P] ...  (on Ray)
+  cardiotwin train | twin | screen | protocol-search ...
+  cardiotwin reconstruct EAP.csv --model DIR --out DIR   (intracellular AP from an eAP)
+  cardiotwin hybrid fit TRACE... --out DIR                (Mitchell-Schaeffer + network)
 """
 
 from __future__ import annotations
@@ -258,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "tune/protocol_search.py)")
     add_search_arguments(ps)
     ps.set_defaults(func=_cmd_protocol_search)
+
+    from .hybrid.cli_args import add_hybrid_parser
+    from .reconstruct.cli_args import add_reconstruct_parser
+
+    add_hybrid_parser(sub)
+    add_reconstruct_parser(sub)
     return p
 
 

@@ -9,6 +9,9 @@ Routes (JSON responses; errors are HTTP 4xx with ``{"error": ..., "field": ...}`
   "command_mV": [...] (optional), "sample_interval_ms": 0.1}``; query: ``simulate`` (default
   true: the twin's voltage-clamp fit and AP), ``figure`` (base64 PNG), ``temperature_K``,
   ``capacitance_pF``, ``sweep``. Returns the twin (see ``Twin.to_json``).
+- ``POST /reconstruct``: an extracellular recording (multipart ``file``, .csv or .abf) ->
+  intracellular AP windows with 90% bands and APD series; query ``figure``, ``windows``,
+  ``max_beats``, ``sweep``. Needs ``reconstruct_model_dir`` (404 otherwise).
 - ``POST /screens``: a drug screen (``ScreenConfig`` fields as JSON; ``twin_multipliers`` may
   come from a twin) started in the background; returns ``{"job_id": ...}``.
 - ``GET  /screens/{job_id}``: status and progress; ``GET /screens/{job_id}/results``: the
@@ -78,10 +81,15 @@ class TwinService:
 
     def __init__(self, model_dir: str, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                  ap_duration_ms: float = 10_000.0, screen_dir: str | None = None,
-                 screen_max_cells: int = 5000):
+                 screen_max_cells: int = 5000, reconstruct_model_dir: str | None = None):
         from .learn import load_estimator
 
         self.estimator = load_estimator(model_dir)
+        self.reconstructor = None
+        if reconstruct_model_dir:
+            from .reconstruct.infer import load_reconstructor
+
+            self.reconstructor = load_reconstructor(reconstruct_model_dir)
         self.max_upload = int(max_upload_mb * 1e6)
         self.ap_duration_ms = float(ap_duration_ms)
         self.screen_dir = Path(screen_dir or tempfile.mkdtemp(prefix="cardiotwin-screens-"))
@@ -101,6 +109,25 @@ class TwinService:
 
     # ---- twin ----------------------------------------------------------------------------
 
+    async def _upload(self, request: Request) -> tuple[str, bytes]:
+        """(file name, bytes) of the multipart field ``file``, within the upload limit."""
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_upload:
+            raise RequestError(f"upload of {int(declared)} bytes exceeds the limit of "
+                               f"{self.max_upload} bytes", status=413, field="file")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise RequestError("send multipart/form-data with the recording as 'file'",
+                               status=415, field="content-type")
+        form = await request.form()
+        up = form.get("file")
+        if up is None or isinstance(up, str):
+            raise RequestError("multipart upload without a 'file' field", field="file")
+        data = await up.read()
+        if len(data) > self.max_upload:
+            raise RequestError(f"upload of {len(data)} bytes exceeds the limit of "
+                               f"{self.max_upload} bytes", status=413, field="file")
+        return up.filename or "upload.abf", data
+
     async def _recording(self, request: Request):
         from .twin import read_abf, recording_from_arrays
 
@@ -113,18 +140,10 @@ class TwinService:
         ctype = request.headers.get("content-type", "")
         protocol = self.estimator.protocol
         if ctype.startswith("multipart/form-data"):
-            form = await request.form()
-            up = form.get("file")
-            if up is None or isinstance(up, str):
-                raise RequestError("multipart upload without a 'file' field", field="file")
-            data = await up.read()
-            if len(data) > self.max_upload:
-                raise RequestError(f"upload of {len(data)} bytes exceeds the limit of "
-                                   f"{self.max_upload} bytes", status=413, field="file")
+            name, data = await self._upload(request)
             sweep = q.get("sweep", "0")
             sweep = sweep if sweep == "mean" else int(_float(sweep, "sweep"))
-            return read_abf(data, capacitance_pF=cap, protocol=protocol, sweep=sweep,
-                            name=up.filename or "upload.abf")
+            return read_abf(data, capacitance_pF=cap, protocol=protocol, sweep=sweep, name=name)
         if ctype.startswith("application/json"):
             body = await request.body()
             if len(body) > self.max_upload:
@@ -172,6 +191,23 @@ class TwinService:
                                 [tw for tw, _ in items], [rec for _, rec in items],
                                 ap_duration_ms=self.ap_duration_ms)
         return [None] * len(items)
+
+    async def reconstruct(self, request: Request) -> dict[str, Any]:
+        """An extracellular recording (multipart ``file``, .csv or .abf) -> intracellular AP
+        windows with 90% bands and APD series (``cardiotwin.reconstruct``)."""
+        from .reconstruct.infer import reconstruct_from_bytes
+
+        if self.reconstructor is None:
+            raise RequestError("this service has no reconstruction model (set "
+                               "args.reconstruct_model_dir in serve/config.yaml)", status=404,
+                               field="reconstruct_model_dir")
+        name, data = await self._upload(request)
+        q = request.query_params
+        beats = q.get("max_beats")
+        return reconstruct_from_bytes(
+            self.reconstructor, data, name, sweep=int(_float(q.get("sweep", "0"), "sweep")),
+            max_beats=None if beats is None else int(_float(beats, "max_beats")),
+            include_windows=_flag(q.get("windows"), True), figure=_flag(q.get("figure"), False))
 
     def model_info(self) -> dict[str, Any]:
         m = self.estimator.metadata
@@ -247,6 +283,13 @@ class TwinDeployment(TwinService):
     async def post_twin(self, request: Request):
         try:
             return await self.twin(request)
+        except ValueError as exc:
+            return error_response(exc)
+
+    @api.post("/reconstruct")
+    async def post_reconstruct(self, request: Request):
+        try:
+            return await self.reconstruct(request)
         except ValueError as exc:
             return error_response(exc)
 

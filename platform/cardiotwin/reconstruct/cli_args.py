@@ -47,7 +47,7 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_reconstruct_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``reconstruct`` to the ``cardiotwin`` subcommands; returns its parser."""
-    p = subparsers.add_parser("reconstruct", help="intracellular APs (normalized, 90 % band) "
+    p = subparsers.add_parser("reconstruct", help="intracellular APs (normalized, 90 %% band) "
                                                   "and APDs from an extracellular recording")
     add_reconstruct_arguments(p)
     p.set_defaults(func=_cmd_reconstruct)
