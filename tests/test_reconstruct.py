@@ -354,6 +354,9 @@ def test_cli_and_serve_entry_point(tiny_model, tmp_path):
     a = p.parse_args(["reconstruct", str(rec), "--model", str(tiny_model[2]), "--out-dir",
                       str(tmp_path / "out")])
     assert a.func(a) == 0
+    with pytest.raises(SystemExit) as exc:          # help text formats (no stray '%')
+        p.parse_args(["reconstruct", "--help"])
+    assert exc.value.code == 0
     out = json.loads((tmp_path / "out" / "reconstruction.json").read_text())
     assert out["n_beats"] == 5 and len(out["apd"]) == 5
     assert np.allclose([r["time_s"] for r in out["apd"]],
