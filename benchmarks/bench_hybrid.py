@@ -134,7 +134,8 @@ def real(a, log) -> None:
         else:
             for p in pair:
                 if p is not None:
-                    rows.append(skipped_row(p, screen[p] or "beating, but its partner recording is not"))
+                    rows.append(skipped_row(p, screen[p]
+                                            or "beating, but its partner recording is not"))
     print(f"   fitted {sum(r['status'] == 'fitted' for r in rows)} recordings in "
           f"{time.perf_counter() - t0:.0f} s")
     for d in drug_table(rows, drugs):
@@ -189,7 +190,8 @@ def main() -> int:
     print(f"host: {cpu_model()}, {os.cpu_count()} CPUs, load {loadavg()}; TensorFlow threads "
           f"{a.threads}")
     print(f"fit: L-BFGS physics stage (<= 200 iterations), then {a.hybrid_steps} joint Adam "
-          f"steps (lambda0 100, gamma 1000, F_dl 16 wide, 1 residual block); beats start at "
+          f"steps (lambda0 100, gamma 1000, Adam 1e-2 with 20 warm-up steps, F_dl 16 wide, 1 "
+          f"residual block); beats start at "
           f"v0 = 0.5 on the upstroke with h0 = 1")
     log = print if a.verbose else None
     t0 = time.perf_counter()

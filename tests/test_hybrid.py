@@ -134,7 +134,7 @@ def test_hybrid_fit_decreases_loss_and_lambda_follows_rule():
     t = np.arange(bs.beats[0].v_obs.size) * data.output_ms
     bs.beats[0].v_obs = (bs.beats[0].v_obs - 0.004 * t * (t > 5)).astype(np.float32)
     cfg = FitConfig(data=data, physics_steps=30, hybrid_steps=60, gamma=1e4, lambda0=100.0,
-                    lr_network=1e-2, network=NetworkConfig(width=8, blocks=1))
+                    lr_network=1e-2, warmup_steps=5, network=NetworkConfig(width=8, blocks=1))
     fit = fit_beats(bs, cfg)
     h = fit.history_hybrid
     assert len(h["lam"]) == len(h["l_traj"]) + 1 == 61

@@ -51,7 +51,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda0", type=float, default=None, help="initial weight of L_traj (100)")
     g.add_argument("--gamma", type=float, default=None,
                    help="lambda update: lambda += gamma * L_traj after each step (1000)")
-    g.add_argument("--lr-network", type=float, default=None, help="Adam rate of F_dl (3e-2)")
+    g.add_argument("--lr-network", type=float, default=None, help="Adam rate of F_dl (1e-2)")
     g.add_argument("--width", type=int, default=None, help="F_dl hidden units (16)")
     g.add_argument("--blocks", type=int, default=None, help="F_dl residual blocks (1)")
     g.add_argument("--seed", type=int, default=None, help="F_dl initialization seed (0)")

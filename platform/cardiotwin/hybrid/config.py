@@ -128,7 +128,10 @@ class FitConfig(BaseModel):
     hybrid_steps: int = Field(120, ge=0, description="Adam steps of the joint stage")
     lr_physics: float = Field(0.05, gt=0, description="Adam rate of the physics logits (the "
                               "joint stage uses lr_physics * lr_final_fraction)")
-    lr_network: float = Field(3e-2, gt=0, description="Adam rate of the F_dl weights")
+    lr_network: float = Field(1e-2, gt=0, description="Adam rate of the F_dl weights")
+    warmup_steps: int = Field(20, ge=0, description="joint stage: the rates ramp up linearly "
+                              "over this many steps (the network's first Adam steps are not "
+                              "too large)")
     lr_final_fraction: float = Field(0.1, gt=0, le=1, description="each stage's rate decays "
                                      "exponentially to this fraction of its start")
     lambda0: float = Field(100.0, gt=0, description="initial weight of L_traj (1/ms per "

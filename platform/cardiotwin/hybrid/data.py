@@ -6,8 +6,9 @@ recordings), so the beat spans [0, 1]. A beat starts where its upstroke, smoothe
 ``smooth_ms``, crosses ``start_level`` (0.5 > v_gate = 0.13): spontaneous beats have no
 stimulus, so the model starts from that measured state past threshold (v0 = start_level,
 h0 = 1 by default). Half amplitude, not lower, because the slow diastolic depolarization and
-foot of iPSC-CM upstrokes (up to ~0.3 of the amplitude) are not Mitchell-Schaeffer dynamics. The window runs ``window_ms`` or up to ``next_beat_margin_ms`` before the next
-beat's start. Observations are the raw (unsmoothed) normalized samples every ``output_ms``.
+foot of iPSC-CM upstrokes (up to ~0.3 of the amplitude) are not Mitchell-Schaeffer dynamics.
+The window runs ``window_ms`` or up to ``next_beat_margin_ms`` before the next beat's start.
+Observations are the raw (unsmoothed) normalized samples every ``output_ms``.
 
 Unusable traces raise :class:`TraceError` (a ValueError) naming the file, the field, what was
 expected and what was found; quiescent, stuck-depolarized and unstable cells raise

@@ -127,8 +127,8 @@ def _rhs(cfg: FitConfig, p, w, with_net: bool):
 
 
 def _key(cfg: FitConfig, what: str, with_net: bool):
-    return (what, with_net, cfg.physics.model_dump_json(), cfg.network.model_dump_json(exclude={"seed"}),
-            cfg.substeps, cfg.dt_ms)
+    return (what, with_net, cfg.physics.model_dump_json(),
+            cfg.network.model_dump_json(exclude={"seed"}), cfg.substeps, cfg.dt_ms)
 
 
 def _adam(p, g, m, v, it, lr):
@@ -268,8 +268,10 @@ def _logit(x: float) -> float:
     return math.log(x / (1 - x))
 
 
-def _schedule(lr: float, final_fraction: float, j: int, n: int) -> float:
-    return lr * final_fraction ** (j / max(n - 1, 1))
+def _schedule(lr: float, final_fraction: float, j: int, n: int, warmup: int = 0) -> float:
+    """Exponential decay to ``final_fraction`` over n steps, after a linear warm-up."""
+    ramp = min(1.0, (j + 1) / warmup) if warmup > 0 else 1.0
+    return ramp * lr * final_fraction ** (j / max(n - 1, 1))
 
 
 def fit_beats(beats: BeatSet, config: FitConfig | None = None, *,
@@ -297,7 +299,7 @@ def fit_beats(beats: BeatSet, config: FitConfig | None = None, *,
                 "m_theta": tf.zeros(5), "v_theta": tf.zeros(5), "m_h0": tf.constant(0.0),
                 "v_h0": tf.constant(0.0), "m_w": z, "v_w": list(z), "it": tf.constant(0.0)}
 
-    def run_stage(s, n_steps, with_net, lam0, gamma, lr_p, lr_n):
+    def run_stage(s, n_steps, with_net, lam0, gamma, lr_p, lr_n, warmup=0):
         step = _train_step(cfg, with_net)
         hist: dict[str, list[float]] = {"l_traj": [], "fdl_norm": [], "lam": [lam0],
                                         "loss": [], "reverted": []}
@@ -306,10 +308,10 @@ def fit_beats(beats: BeatSet, config: FitConfig | None = None, *,
         for j in range(n_steps):
             s_new, l_traj, norm, loss = step(
                 s, batch, tf.constant(lam, tf.float32),
-                tf.constant(scale * _schedule(lr_p, cfg.lr_final_fraction, j, n_steps),
-                            tf.float32),
-                tf.constant(scale * _schedule(lr_n, cfg.lr_final_fraction, j, n_steps),
-                            tf.float32))
+                tf.constant(scale * _schedule(lr_p, cfg.lr_final_fraction, j, n_steps,
+                                              warmup), tf.float32),
+                tf.constant(scale * _schedule(lr_n, cfg.lr_final_fraction, j, n_steps,
+                                              warmup), tf.float32))
             lt = float(l_traj)              # at s, before this step's update
             hist["l_traj"].append(lt)
             hist["fdl_norm"].append(float(norm))
@@ -349,7 +351,8 @@ def fit_beats(beats: BeatSet, config: FitConfig | None = None, *,
             log(f"{beats.name}: joint stage, {cfg.hybrid_steps} steps")
         s = fresh(s["theta"].numpy(), float(s["h0u"]), w0)
         s, hist_h = run_stage(s, cfg.hybrid_steps, True, cfg.lambda0, cfg.gamma,
-                              cfg.lr_physics * cfg.lr_final_fraction, cfg.lr_network)
+                              cfg.lr_physics * cfg.lr_final_fraction, cfg.lr_network,
+                              cfg.warmup_steps)
         hybrid = state_of(s, True)
     return HybridFit(beats.name, cfg, physics_only, hybrid, arrays["n_beats"], hist_p, hist_h,
                      time.perf_counter() - t_start)
