@@ -18,7 +18,7 @@ Routes (JSON responses; errors are HTTP 4xx with ``{"error": ..., "field": ...}`
   summary once done.
 
 The model is loaded once per replica. Concurrent twin requests are simulated together
-(``serve.batch``, up to 16, waiting at most 2 ms): the simulator runs 16 cells in SIMD lanes for
+(``serve.batch``, up to 16, waiting at most 20 ms): the simulator runs 16 cells in SIMD lanes for
 about the cost of one, and of a full twin (~0.3 s) the network takes ~10 ms and the two
 simulations the rest. Replicas, CPUs and the upload limit are set in serve/config.yaml.
 """
@@ -179,7 +179,7 @@ class TwinService:
         tw.timings_s["parsing"] = parse_s
         return tw.to_json(figure=_flag(q.get("figure"), False))
 
-    @serve.batch(max_batch_size=SIMULATION_BATCH, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=SIMULATION_BATCH, batch_wait_timeout_s=0.02)
     async def _simulate_batch(self, items: list[tuple[Any, Any]]) -> list[None]:
         """Simulate the twins of concurrent requests together (filled in place), in a thread
         so that the next requests are parsed meanwhile."""
