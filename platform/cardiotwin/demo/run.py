@@ -23,12 +23,12 @@ def run_demo(cfg: DemoConfig = DemoConfig(), echo: Callable[[str], Any] = print)
     started (``cfg.num_cpus``) and shut down at the end."""
     import ray
 
-    from ..population.generate import _init_ray
+    from ..population.generate import init_ray
 
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    started = _init_ray(cfg.num_cpus, None, "auto")
+    started = init_ray(cfg.num_cpus, None, "auto")
     stages = 4
     try:
         echo(f"[1/{stages}] population: {cfg.n_cells} cells (first run compiles the numba "

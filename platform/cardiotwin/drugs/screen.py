@@ -141,12 +141,6 @@ def _select_traces(traces: list[dict[str, Any]], n_keep: int) -> list[dict[str, 
     return out
 
 
-def _versions() -> dict[str, str]:
-    from ..population.generate import _versions as pop_versions
-
-    return pop_versions()
-
-
 def run_screen(config: ScreenConfig | dict[str, Any], progress: bool = True,
                num_cpus: int | None = None, ray_address: str | None = None, *,
                ship_package: str = "auto", use_ray: bool = True,
@@ -161,7 +155,7 @@ def run_screen(config: ScreenConfig | dict[str, Any], progress: bool = True,
     with the simulations done after each task (e.g. for a status endpoint).
     """
     cfg = config if isinstance(config, ScreenConfig) else ScreenConfig.create(**config)
-    from ..population.generate import ray_runtime_env, sample_population
+    from ..population.generate import package_versions, ray_runtime_env, sample_population
 
     ray_runtime_env(ship_package, ray_address)          # validates ship_package
     drug = cfg.resolve_drug()
@@ -253,7 +247,7 @@ def run_screen(config: ScreenConfig | dict[str, Any], progress: bool = True,
                    "simulations_per_s_per_cpu": round(n_sims / (wall * n_cpus), 3)
                    if wall > 0 else None},
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "code_version": cardiotwin.__version__, "versions": _versions(),
+        "code_version": cardiotwin.__version__, "versions": package_versions(),
         "files": dict(FILES),
     }
     results, cells, tr_table = make_tables(columns, cell_ids, mult, traces)
@@ -361,11 +355,11 @@ def _execute(ctx, work, mult, cell_ids, n_sims, progress, use_ray, num_cpus, ray
 def _execute_ray(ctx, work, mult, cell_ids, advance, num_cpus, ray_address, ship_package):
     import ray
 
-    from ..population.generate import _init_ray, ray_runtime_env
+    from ..population.generate import init_ray, ray_runtime_env
     from ..resources import simulation_resources
 
     t0 = time.perf_counter()
-    started = _init_ray(num_cpus, ray_address, ship_package)
+    started = init_ray(num_cpus, ray_address, ship_package)
     try:
         if ray_runtime_env(ship_package, ray_address) is None:
             _warm_kernel()

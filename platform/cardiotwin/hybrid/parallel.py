@@ -56,9 +56,9 @@ def fit_recordings(paths, cfg: FitConfig, *, use_ray: bool = False, num_cpus: in
     if use_ray:
         import ray
 
-        from ..population.generate import _init_ray
+        from ..population.generate import init_ray
 
-        started = _init_ray(num_cpus, ray_address, ship_package)
+        started = init_ray(num_cpus, ray_address, ship_package)
         try:
             remote = ray.remote(num_cpus=1, max_retries=0)(_task)
             refs = [remote.remote(p, cfg.model_dump_json(), figure, horizon_ms) for p in paths]

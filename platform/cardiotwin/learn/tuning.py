@@ -64,7 +64,7 @@ def tune_hyperparameters(stores, out_dir: str | Path, *, base: str = "ridge_mlp"
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from ..population.generate import _init_ray
+    from ..population.generate import init_ray
     from .train import load_prepared, write_model_artifact
 
     if base not in PRESETS:
@@ -75,7 +75,7 @@ def tune_hyperparameters(stores, out_dir: str | Path, *, base: str = "ridge_mlp"
     out.mkdir(parents=True, exist_ok=True)
     space = search_space or default_search_space()
     prep = load_prepared(stores, preset(base), protocol=protocol, max_cells=max_cells)
-    started = _init_ray(num_cpus, ray_address, "auto")
+    started = init_ray(num_cpus, ray_address, "auto")
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         trainable = tune.with_resources(

@@ -317,7 +317,7 @@ def ray_runtime_env(ship_package: str = "auto", ray_address: str | None = None
     return {"py_modules": [str(pkg)]}
 
 
-def _init_ray(num_cpus: int | None, ray_address: str | None, ship_package: str) -> bool:
+def init_ray(num_cpus: int | None, ray_address: str | None, ship_package: str) -> bool:
     """ray.init unless initialized; True when this call started (or connected) Ray."""
     import ray
 
@@ -360,7 +360,8 @@ def _is_retryable(exc: BaseException) -> bool:
 
 # ---- the driver -----------------------------------------------------------------------------
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the numerical packages, recorded in manifests and summaries."""
     out = {"python": _stdlib_platform.python_version()}
     for mod in ("numpy", "scipy", "numba", "pyarrow", "ray"):
         m = sys.modules.get(mod)
@@ -472,7 +473,7 @@ def generate_population(config: GenerationConfig | dict[str, Any], *, progress: 
         "schema": schema_description(make_schema(n_stored, schema_meta)),
         "n_shards": cfg.n_shards, "shard_size": cfg.shard_size,
         "shards": [], "totals": {},
-        "code_version": cardiotwin.__version__, "versions": _versions(),
+        "code_version": cardiotwin.__version__, "versions": package_versions(),
         "runs": list((previous or {}).get("runs", [])),
     }
     run_rec: dict[str, Any] = {
@@ -539,7 +540,7 @@ def _run_pending(cfg, chash, protocol, k, schema_meta, out, pending, done, run_r
     import ray
     from tqdm.auto import tqdm
 
-    started = _init_ray(num_cpus, ray_address, ship_package)
+    started = init_ray(num_cpus, ray_address, ship_package)
     if ray_runtime_env(ship_package, ray_address) is None:
         _warm_kernels(protocol)
     actors: list[Any] = []

@@ -137,9 +137,9 @@ def run_from_args(a: argparse.Namespace) -> dict[str, Any]:
     config = config_from_args(a)
     started = False
     if a.compare:  # one Ray session for the search and the comparison
-        from ..population.generate import _init_ray
+        from ..population.generate import init_ray
 
-        started = _init_ray(a.num_cpus, a.ray_address, a.ship_package)
+        started = init_ray(a.num_cpus, a.ray_address, a.ship_package)
     try:
         summary = run_search(config, a.out, num_cpus=a.num_cpus, ray_address=a.ray_address,
                              ship_package=a.ship_package, figure=not a.no_figure)

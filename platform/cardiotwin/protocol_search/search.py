@@ -46,8 +46,8 @@ def run_search(config: SearchConfig, out_dir: str | Path, *, num_cpus: int | Non
     (Protocol), protocol_hash, n_steps, duration_ms, best_score, stop_reason, history, paths.
 
     Ray: started locally unless initialized (``num_cpus``) or reachable (``ray_address`` /
-    ``$RAY_ADDRESS``); see :func:`cardiotwin.population.generate._init_ray`."""
-    from ..population.generate import _init_ray
+    ``$RAY_ADDRESS``); see :func:`cardiotwin.population.generate.init_ray`."""
+    from ..population.generate import init_ray
 
     out = _check_dir(out_dir)
     state = load_state(out, config)
@@ -67,7 +67,7 @@ def run_search(config: SearchConfig, out_dir: str | Path, *, num_cpus: int | Non
                 record, results = trailing, trailing["candidates"]
             else:
                 if not started:
-                    started = _init_ray(num_cpus, ray_address, ship_package)
+                    started = init_ray(num_cpus, ray_address, ship_package)
                 record, results = _run_cycle(len(state.history) + 1, entry, cells, config,
                                              out, log)
             best = int(np.argmin([_score(r) for r in results]))

@@ -324,7 +324,7 @@ def generate_pairs(cfg: PairConfig, out_dir: str | os.PathLike, *, n_workers: in
     shard (one CPU each, at most ``n_workers`` at a time); returns the manifest."""
     import ray
 
-    from ..population.generate import _init_ray, _versions
+    from ..population.generate import init_ray, package_versions
     from ..population.store import complete_shard, remove_stale_temporaries, write_json_atomic
 
     out = Path(out_dir).resolve()
@@ -352,13 +352,13 @@ def generate_pairs(cfg: PairConfig, out_dir: str | os.PathLike, *, n_workers: in
                         "ok_cells_without_window": sum(s.get("ok_cells_without_window", 0)
                                                        for s in shards),
                         "status_counts": dict(counts)},
-             "versions": _versions(), "wall_s": round(time.perf_counter() - t0, 3)}
+             "versions": package_versions(), "wall_s": round(time.perf_counter() - t0, 3)}
         write_json_atomic(out / "manifest.json", m)
         return m
 
     manifest("running")
     if pending:
-        started = _init_ray(num_cpus, ray_address, "auto")
+        started = init_ray(num_cpus, ray_address, "auto")
         try:
             limit = max(1, int(n_workers or ray.available_resources().get("CPU", 1)))
             task = ray.remote(num_cpus=1, max_retries=2)(_shard_task)

@@ -75,7 +75,7 @@ def tune_reconstruction(stores, out_dir: str | Path, *, base=None,
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from ..population.generate import _init_ray
+    from ..population.generate import init_ray
     from .evaluate import evaluate, without_arrays
     from .train import (PairData, ReconTrainConfig, _finite, load_pair_data, predict,
                         save_artifact)
@@ -88,7 +88,7 @@ def tune_reconstruction(stores, out_dir: str | Path, *, base=None,
     data = stores if isinstance(stores, PairData) else load_pair_data(stores)
     if not len(data.x["val"]):
         raise ValueError("the pair store(s) have no validation windows (cell_id % 10 == 8)")
-    started = _init_ray(num_cpus, ray_address, "auto")
+    started = init_ray(num_cpus, ray_address, "auto")
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         trainable = tune.with_resources(
