@@ -293,6 +293,27 @@ class _Timer:
 
 # ---------------------------------------------------------------------------------- launches
 
+def _run_chunked(n: int, chunk: int, threads_per_block: int, cp: np.ndarray, y0: np.ndarray,
+                 outputs: list, launch) -> None:
+    """Launch a kernel over the ``n`` cells ``chunk`` at a time: upload each chunk's constants
+    ``cp`` and initial states ``y0``, call ``launch((blocks, threads), d_cp, d_y0, m)`` for its
+    ``m`` cells, copy each (device array, host array) of ``outputs`` back into the chunk's rows;
+    the transfer and kernel times go to :data:`last_timings`."""
+    timer = _Timer()
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        m = b - a
+        d_cp = cuda.to_device(np.ascontiguousarray(cp[a:b]))
+        d_y0 = cuda.to_device(np.ascontiguousarray(y0[a:b]))
+        timer.lap("h2d_s")
+        launch(_grid(m, threads_per_block), d_cp, d_y0, m)
+        timer.lap("kernel_s")
+        for dev, host in outputs:
+            dev[:m].copy_to_host(host[a:b])
+        timer.lap("d2h_s")
+    timer.publish()
+
+
 def _launch_cells(n: int, bytes_per_cell: int, max_cells_per_launch: int | None) -> int:
     if max_cells_per_launch is not None:
         if int(max_cells_per_launch) < 1:
@@ -353,24 +374,13 @@ def simulate_voltage_clamp_gpu(protocol, inputs=None, *, temperature_K: float | 
                               np.float32)
     d_final = cuda.device_array((chunk, N_STATES), np.float64)
     d_bad = cuda.device_array(chunk, np.uint8)
-    timer = _Timer()
-    for a in range(0, n, chunk):
-        b = min(n, a + chunk)
-        m = b - a
-        blocks, tpb = _grid(m, threads_per_block)
-        d_cp = cuda.to_device(np.ascontiguousarray(cp[a:b]))
-        d_y0 = cuda.to_device(np.ascontiguousarray(y0[a:b]))
-        timer.lap("h2d_s")
-        k[blocks, tpb](d_cp, d_y0, *d_seg, dt, rec_every, keep, d_itot[:m],
-                       d_cur[:m] if record_currents else d_cur, d_final[:m], d_bad[:m])
-        timer.lap("kernel_s")
-        d_itot[:m].copy_to_host(itot[a:b])
-        if record_currents:
-            d_cur[:m].copy_to_host(cur[a:b])
-        d_final[:m].copy_to_host(final[a:b])
-        d_bad[:m].copy_to_host(unstable[a:b])
-        timer.lap("d2h_s")
-    timer.publish()
+    outputs = [(d_itot, itot), (d_final, final), (d_bad, unstable)]
+    if record_currents:
+        outputs.append((d_cur, cur))
+    _run_chunked(n, chunk, threads_per_block, cp, y0, outputs,
+                 lambda grid, d_cp, d_y0, m: k[grid](
+                     d_cp, d_y0, *d_seg, dt, rec_every, keep, d_itot[:m],
+                     d_cur[:m] if record_currents else d_cur, d_final[:m], d_bad[:m]))
     currents = ({name: cur[:, i, :] for i, name in enumerate(CURRENT_NAMES)}
                 if record_currents else None)
     return VoltageClampResult(protocol.times_ms()[::keep], protocol.command_voltage()[::keep],
@@ -409,26 +419,15 @@ def simulate_current_clamp_gpu(duration_ms: float, inputs=None, *, temperature_K
         d_cai = cuda.device_array((chunk, n_out) if want_cai else (1, 1), np.float32)
         d_final = cuda.device_array((chunk, N_STATES), np.float64)
         d_bad = cuda.device_array(chunk, np.uint8)
-        timer = _Timer()
-        for a in range(0, n, chunk):
-            b = min(n, a + chunk)
-            m = b - a
-            blocks, tpb = _grid(m, threads_per_block)
-            d_cp = cuda.to_device(np.ascontiguousarray(cp[a:b]))
-            d_y0 = cuda.to_device(np.ascontiguousarray(y_start[a:b]))
-            timer.lap("h2d_s")
-            k[blocks, tpb](d_cp, d_y0, n_steps, dt, every, keep_every, amp,
-                           stim.start_ms - start_ms, stim.period_ms, stim.width_ms, dv_max_mV,
-                           max_substeps, want_cai, d_v[:m], d_cai[:m] if want_cai else d_cai,
-                           d_final[:m], d_bad[:m])
-            timer.lap("kernel_s")
-            d_v[:m].copy_to_host(v_out[a:b])
-            if want_cai:
-                d_cai[:m].copy_to_host(cai_out[a:b])
-            d_final[:m].copy_to_host(final[a:b])
-            d_bad[:m].copy_to_host(bad[a:b])
-            timer.lap("d2h_s")
-        timer.publish()
+        outputs = [(d_v, v_out), (d_final, final), (d_bad, bad)]
+        if want_cai:
+            outputs.append((d_cai, cai_out))
+        _run_chunked(n, chunk, threads_per_block, cp, y_start, outputs,
+                     lambda grid, d_cp, d_y0, m: k[grid](
+                         d_cp, d_y0, n_steps, dt, every, keep_every, amp,
+                         stim.start_ms - start_ms, stim.period_ms, stim.width_ms, dv_max_mV,
+                         max_substeps, want_cai, d_v[:m], d_cai[:m] if want_cai else d_cai,
+                         d_final[:m], d_bad[:m]))
         return v_out, cai_out, final, bad.astype(bool)
 
     pre_unstable = np.zeros(n, np.bool_)
