@@ -1,7 +1,12 @@
-"""Readable errors from pydantic validation: one plain line per invalid field, for command lines
-and HTTP error bodies (no pydantic boilerplate, no traceback)."""
+"""Settings from users: readable errors from pydantic validation (one plain line per invalid
+field, for command lines and HTTP error bodies; no pydantic boilerplate, no traceback) and
+settings files (``--config FILE.json``)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,3 +24,18 @@ def plain_errors(e: ValidationError, what: str | None = None) -> ValueError:
         else:
             msgs.append(msg if not loc or loc in msg else f"{loc}: {msg}")
     return ValueError("; ".join(msgs))
+
+
+def read_settings_file(path: str | Path, what: str = "settings") -> dict[str, Any]:
+    """The JSON object of a ``--config FILE.json`` settings file; ValueError naming the file when
+    it is missing, not JSON, or not an object (``what`` names the expected fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path}: expected a JSON object of {what}")
+    return fields

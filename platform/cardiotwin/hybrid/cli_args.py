@@ -7,11 +7,13 @@ object of FitConfig fields, nested for physics / network / data).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from .config import FitConfig, flat_error
+from pydantic import ValidationError
+
+from ..validation import plain_errors, read_settings_file
+from .config import FitConfig
 
 # option dest -> (section or None, FitConfig field)
 _FIELDS: dict[str, tuple[str | None, str]] = {
@@ -72,17 +74,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(a: argparse.Namespace) -> FitConfig:
     """The FitConfig of parsed arguments (ValueError, one line, on invalid values)."""
-    fields: dict[str, Any] = {}
-    if a.config:
-        path = Path(a.config)
-        if not path.is_file():
-            raise ValueError(f"config file not found: {path}")
-        try:
-            fields = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from None
-        if not isinstance(fields, dict):
-            raise ValueError(f"{path}: expected a JSON object of FitConfig fields")
+    fields: dict[str, Any] = read_settings_file(a.config, "FitConfig fields") if a.config else {}
     for dest, (section, name) in _FIELDS.items():
         v = getattr(a, dest, None)
         if v is None:
@@ -95,8 +87,8 @@ def config_from_args(a: argparse.Namespace) -> FitConfig:
         fields["use_dl"] = False
     try:
         return FitConfig(**fields)
-    except ValueError as e:
-        raise ValueError(f"invalid hybrid settings: {flat_error(e)}") from None
+    except ValidationError as e:
+        raise plain_errors(e, "hybrid settings") from None
 
 
 def run_fit(a: argparse.Namespace) -> int:

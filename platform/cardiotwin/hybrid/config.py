@@ -163,12 +163,3 @@ class FitConfig(BaseModel):
     def n_out(self) -> int:
         """Observations per beat window."""
         return int(round(self.data.window_ms / self.data.output_ms))
-
-
-def flat_error(exc: Exception) -> str:
-    """One plain line from a pydantic ValidationError (for command lines)."""
-    errs = getattr(exc, "errors", None)
-    if callable(errs):
-        return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'config'}: {e['msg']}"
-                         for e in errs())
-    return str(exc)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
+from ..validation import read_settings_file
 from .config import SCORES, SearchConfig, parse_candidates
 
 # option dest -> SearchConfig field (and a converter of the parsed value)
@@ -112,17 +112,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(a: argparse.Namespace) -> SearchConfig:
     """The SearchConfig of parsed arguments (ValueError on invalid values)."""
-    fields: dict[str, Any] = {}
-    if a.config:
-        path = Path(a.config)
-        if not path.is_file():
-            raise ValueError(f"config file not found: {path}")
-        try:
-            fields = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from None
-        if not isinstance(fields, dict):
-            raise ValueError(f"{path}: expected a JSON object of search settings")
+    fields: dict[str, Any] = read_settings_file(a.config, "search settings") if a.config else {}
     for dest, (name, conv) in _FIELDS.items():
         v = getattr(a, dest, None)
         if v is not None:
