@@ -1,11 +1,29 @@
 """Shared fixtures: a local Ray cluster of 2 CPUs, a small +-20% population on protocol_a and
-a network trained on it (used by the learning and serving tests)."""
+a network trained on it (used by the learning and serving tests); helpers shared by the CPU and
+GPU simulator tests (reading the reference traces, relative RMS)."""
 
+import gzip
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 R20_STATUSES = ("ok", "quiescent", "non_repolarizing")
+
+
+def rel_rms(sim, ref) -> float:
+    """Relative RMS difference of ``sim`` from ``ref``."""
+    sim, ref = np.asarray(sim, float), np.asarray(ref, float)
+    return float(np.sqrt(np.mean((sim - ref) ** 2)) / np.sqrt(np.mean(ref ** 2)))
+
+
+def read_columns(path: Path) -> dict[str, np.ndarray]:
+    """The columns of a gzipped CSV with a header row (the reference traces in tests/data)."""
+    with gzip.open(path, "rt") as fh:
+        header = fh.readline().strip().split(",")
+        data = np.loadtxt(fh, delimiter=",", ndmin=2)
+    return {name: data[:, k] for k, name in enumerate(header)}
 
 
 @pytest.fixture(scope="session")

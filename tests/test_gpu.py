@@ -13,7 +13,6 @@
     run with a clear message.
 """
 
-import gzip
 import json
 import os
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import read_columns, rel_rms
 
 DATA = Path(__file__).parent / "data"
 TOL = 1e-9  # relative RMS, GPU vs CPU path (float64 inside both)
@@ -33,16 +33,8 @@ BAD_VC = {"scale_Vmax_up": 1e4}   # NaN in voltage clamp (tests/test_simulator.p
 BAD_CC = {"scale_ks_RyR": 1e3}    # unstable in current clamp
 
 
-def rel_rms(sim, ref) -> float:
-    sim, ref = np.asarray(sim, float), np.asarray(ref, float)
-    return float(np.sqrt(np.mean((sim - ref) ** 2)) / np.sqrt(np.mean(ref ** 2)))
 
 
-def read_columns(path: Path) -> dict[str, np.ndarray]:
-    with gzip.open(path, "rt") as fh:
-        header = fh.readline().strip().split(",")
-        data = np.loadtxt(fh, delimiter=",", ndmin=2)
-    return {name: data[:, k] for k, name in enumerate(header)}
 
 
 def reference_inputs() -> np.ndarray:

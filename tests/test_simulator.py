@@ -6,12 +6,12 @@ cached on disk after), so simulations are shared through module-scoped fixtures 
 distinct call is kept short.
 """
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import read_columns, rel_rms
 from cardiotwin.features import analyze_trace, classify, classify_batch, load_trace_csv
 from cardiotwin.model import (BASELINE, INFERRED_NAMES, INITIAL_STATE, apply_block,
                               inputs_from_multipliers, inputs_from_named, read_multipliers_csv,
@@ -49,16 +49,8 @@ CC_MS = 2000.0
 BAD_VC = ({"scale_Vmax_up": 1e4}, {"scale_ks_RyR": 1e3})
 BAD_CC = ({"scale_ks_RyR": 1e3}, {"scale_p_CaL": 1e4})
 
-def rel_rms(sim, ref) -> float:
-    sim, ref = np.asarray(sim, float), np.asarray(ref, float)
-    return float(np.sqrt(np.mean((sim - ref) ** 2)) / np.sqrt(np.mean(ref ** 2)))
 
 
-def read_columns(path: Path) -> dict[str, np.ndarray]:
-    with gzip.open(path, "rt") as fh:
-        header = fh.readline().strip().split(",")
-        data = np.loadtxt(fh, delimiter=",", ndmin=2)
-    return {name: data[:, k] for k, name in enumerate(header)}
 
 
 def cell_inputs(name: str) -> np.ndarray:
