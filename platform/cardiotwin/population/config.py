@@ -54,6 +54,13 @@ RUN_ONLY_FIELDS = ("n_workers", "out_dir", "protocol", "device")
 DEVICES = ("auto", "cpu", "gpu")
 
 
+def shard_bounds(n_cells: int, shard_size: int, index: int) -> tuple[int, int]:
+    """(first cell id, number of cells) of shard ``index`` when ``n_cells`` cells are cut into
+    shards of ``shard_size`` (the last one shorter)."""
+    first = index * shard_size
+    return first, min(shard_size, n_cells - first)
+
+
 class GenerationConfig(BaseModel):
     """A population generation run. Units: ms, K, Hz; ``spread`` is a fraction (0.4 = +-40%)."""
 
@@ -182,8 +189,7 @@ class GenerationConfig(BaseModel):
 
     def shard_bounds(self, index: int) -> tuple[int, int]:
         """(first cell id, number of cells) of shard ``index``."""
-        first = index * self.shard_size
-        return first, min(self.shard_size, self.n_cells - first)
+        return shard_bounds(self.n_cells, self.shard_size, index)
 
     def load_protocol(self):
         """The protocol at ``temperature_K``: a built-in name (``protocol_a``) or a .csv/.json

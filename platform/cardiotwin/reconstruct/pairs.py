@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..population.config import shard_bounds
 from .electrode import ElectrodeConfig, add_noise, extracellular
 from .windows import WindowConfig, cut, spike_signal, window_starts
 
@@ -80,8 +81,8 @@ class PairConfig(BaseModel):
         return -(-self.n_cells // self.shard_size)
 
     def shard_bounds(self, index: int) -> tuple[int, int]:
-        first = index * self.shard_size
-        return first, min(self.shard_size, self.n_cells - first)
+        """(first cell id, number of cells) of shard ``index``."""
+        return shard_bounds(self.n_cells, self.shard_size, index)
 
     def config_hash(self) -> str:
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
