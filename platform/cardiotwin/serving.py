@@ -109,12 +109,16 @@ class TwinService:
 
     # ---- twin ----------------------------------------------------------------------------
 
-    async def _upload(self, request: Request) -> tuple[str, bytes]:
-        """(file name, bytes) of the multipart field ``file``, within the upload limit."""
+    def _check_declared_size(self, request: Request) -> None:
+        """413 before reading a body whose declared length exceeds the upload limit."""
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_upload:
             raise RequestError(f"upload of {int(declared)} bytes exceeds the limit of "
                                f"{self.max_upload} bytes", status=413, field="file")
+
+    async def _upload(self, request: Request) -> tuple[str, bytes]:
+        """(file name, bytes) of the multipart field ``file``, within the upload limit."""
+        self._check_declared_size(request)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise RequestError("send multipart/form-data with the recording as 'file'",
                                status=415, field="content-type")
@@ -133,10 +137,6 @@ class TwinService:
 
         q = request.query_params
         cap = _float(q.get("capacitance_pF"), "capacitance_pF")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_upload:
-            raise RequestError(f"upload of {int(declared)} bytes exceeds the limit of "
-                               f"{self.max_upload} bytes", status=413, field="file")
         ctype = request.headers.get("content-type", "")
         protocol = self.estimator.protocol
         if ctype.startswith("multipart/form-data"):
@@ -145,6 +145,7 @@ class TwinService:
             sweep = sweep if sweep == "mean" else int(_float(sweep, "sweep"))
             return read_abf(data, capacitance_pF=cap, protocol=protocol, sweep=sweep, name=name)
         if ctype.startswith("application/json"):
+            self._check_declared_size(request)
             body = await request.body()
             if len(body) > self.max_upload:
                 raise RequestError(f"body of {len(body)} bytes exceeds the limit of "

@@ -120,7 +120,8 @@ def twin_stage(cfg: DemoConfig, out: Path, echo: Callable[[str], Any]) -> Sectio
     (tdir / "twin.json").write_text(json.dumps(tw.to_json(), indent=1) + "\n")
     fig = tdir / "twin.png"
     fig.write_bytes(plot_twin(tw))
-    truth = np.array(list(read_example_truth(ex.truth_json)["multipliers"].values()))
+    true_m = read_example_truth(ex.truth_json)["multipliers"]
+    truth = np.array([true_m[n] for n in tw.names])
     mae, trivial = float(np.mean(np.abs(tw.multipliers - truth))), float(np.mean(np.abs(truth - 1)))
     echo(f"twin: parameter MAE {mae:.4f} vs {trivial:.4f} for the baseline guess; voltage-clamp "
          f"fit relative RMS {tw.fit['relative_rms']:.3f}; AP {tw.status}")
