@@ -5,6 +5,7 @@ settings files (``--config FILE.json``)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,15 @@ def plain_errors(e: ValidationError, what: str | None = None) -> ValueError:
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
+        found = err.get("input")
+        if err.get("type") != "value_error" and isinstance(found, (int, float, str, bool)) \
+                and "found" not in msg:
+            msg = f"{msg}, found {found!r}"
         if what:
             msgs.append(f"{what}{'.' + loc if loc else ''}: {msg}")
         else:
-            msgs.append(msg if not loc or loc in msg else f"{loc}: {msg}")
+            named = bool(loc) and re.search(rf"(?<![\w.]){re.escape(loc)}(?![\w])", msg)
+            msgs.append(msg if not loc or named else f"{loc}: {msg}")
     return ValueError("; ".join(msgs))
 
 
