@@ -14,15 +14,19 @@ paths, their manifest hashes and config hashes, statuses, split sizes), ``input`
 (:class:`~cardiotwin.learn.dataset.InputTransform`), ``output``
 (:class:`~cardiotwin.learn.dataset.OutputScaling`), ``config`` (the TrainConfig),
 ``training`` (epochs, best epoch, history, wall time, samples/s, backend, devices),
-``test_metrics`` and ``uncertainty`` (per-parameter test RMSE as a multiplier).
+``test_metrics``, ``uncertainty`` (per-parameter test RMSE as a multiplier) and
+``code_version`` (the cardiotwin version that wrote it).
+
+Crash safety: the artifact is built complete in a temporary sibling directory and swapped in
+(:func:`cardiotwin.storage.atomic.atomic_directory`); an overwrite keeps the old artifact until
+the new one is in place, and every loader first calls
+:func:`cardiotwin.storage.atomic.recover_directory`, so a crash at any point leaves a loadable
+model (the old one or the new one).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..protocols import ProtocolMismatchError
+from ..storage.atomic import atomic_directory, recover_directory, write_json_atomic
 from .dataset import InputTransform, OutputScaling
 
 __all__ = ["ParameterEstimator", "ProtocolMismatchError", "check_protocol_hash",
@@ -38,8 +43,6 @@ __all__ = ["ParameterEstimator", "ProtocolMismatchError", "check_protocol_hash",
 FORMAT = "cardiotwin.model/1"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
-
-
 
 
 def check_protocol_hash(found: str, expected: str, what: str) -> None:
@@ -118,32 +121,30 @@ class ParameterEstimator:
 
 def save_artifact(out_dir: str | Path, model, metadata: dict[str, Any],
                   extra_files: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
-    """Write the artifact atomically: into a temporary sibling directory, then renamed.
-    ``extra_files``: relative path -> callable(path) writing that file. An existing
-    ``out_dir`` is refused unless ``overwrite``."""
+    """Write the artifact crash-safely (module docstring): model, ``extra_files`` (relative
+    path -> callable(path) writing that file) and metadata.json (strict JSON, with
+    ``code_version``) into a temporary sibling, then swapped in. An existing ``out_dir`` is
+    refused unless ``overwrite``."""
+    from ..runtime.versions import code_version
+
     out = Path(out_dir)
+    recover_directory(out)
     if out.exists() and not overwrite:
         raise ValueError(f"{out}: exists; choose another --out or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         model.save(tmp / MODEL_FILE)
         for rel, write in (extra_files or {}).items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             write(tmp / rel)
-        with open(tmp / METADATA_FILE, "w") as f:
-            json.dump({"format": FORMAT, **metadata}, f, indent=1)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json_atomic(tmp / METADATA_FILE,
+                          {"format": FORMAT, **metadata, "code_version": code_version()})
     return out
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The artifact's metadata.json (ValueError naming the problem)."""
+    """The artifact's metadata.json (ValueError naming the problem); an interrupted overwrite
+    is recovered first."""
+    recover_directory(path)
     p = Path(path) / METADATA_FILE
     if not p.is_file():
         raise ValueError(f"{path}: not a model artifact (no {METADATA_FILE})")
@@ -162,7 +163,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_estimator(path: str | Path) -> ParameterEstimator:
-    """Load a model artifact directory."""
+    """Load a model artifact directory (recovering an interrupted overwrite first)."""
     import keras
 
     meta = read_metadata(path)

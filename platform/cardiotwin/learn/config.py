@@ -1,6 +1,8 @@
 """Network and training configuration, with named presets.
 
-``TrainConfig`` validates on construction (pydantic; a ``ValidationError`` is a ``ValueError``).
+``TrainConfig`` is a :class:`cardiotwin.settings.Settings`: it validates on construction
+(declared constraints; a ``ValidationError`` is a ``ValueError``), and :func:`preset` reports
+invalid fields in plain lines.
 Presets (:data:`PRESETS`, :func:`preset`):
 
 - ``study_fc``: the source study's network: fully connected, 26 hidden layers x 1024, tanh,
@@ -24,42 +26,46 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from ..settings import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                        Settings)
+
+STATUSES = ("ok", "quiescent", "non_repolarizing", "unstable")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Settings):
     """Architecture and training settings. Sizes are counts; the learning rate is per step."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     architecture: Literal["fc", "ridge_mlp"] = "fc"
-    depth: int = Field(26, ge=0, le=200, description="hidden layers")
-    width: int = Field(1024, ge=1, le=16384, description="units per hidden layer")
+    depth: NonNegativeInt = Field(26, le=200, description="hidden layers")
+    width: PositiveInt = Field(1024, le=16384, description="units per hidden layer")
     activation: Literal["tanh", "relu", "gelu", "swish"] = "tanh"
-    pca_components: int = Field(128, ge=1, description="whitened principal components fed "
-                                                       "to the MLP (ridge_mlp)")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    learning_rate: float = Field(1e-4, gt=0.0, lt=1.0)
-    batch_size: int | None = Field(None, ge=1, description="samples per batch; None: "
-                                                           "batch_fraction of the data")
-    batch_fraction: float = Field(0.01, gt=0.0, le=1.0,
-                                  description="batch size as a fraction of the training "
-                                              "samples when batch_size is None")
-    epochs: int = Field(1000, ge=1, description="at most this many epochs")
-    patience: int = Field(20, ge=1, description="early stopping: epochs without a better "
-                                                "validation loss")
-    input_pool: int = Field(10, ge=1, description="average this many stored samples per "
-                                                  "network input")
-    input_noise_pA_per_pF: float = Field(
-        0.5, ge=0.0, description="recording noise SD (pA/pF per 0.1 ms sample) the network "
-                                 "must tolerate: enters the input scaling, the ridge penalty "
-                                 "and a noisy copy of the training inputs for the MLP")
-    seed: int = Field(0, ge=0, description="weights initialization and shuffling")
+    pca_components: PositiveInt = Field(128, description="whitened principal components fed "
+                                                         "to the MLP (ridge_mlp)")
+    dropout: NonNegativeFloat = Field(0.0, lt=1.0, description="dropout rate after each "
+                                                              "hidden layer")
+    learning_rate: Fraction = Field(1e-4, description="Adam learning rate (per step)")
+    batch_size: PositiveInt | None = Field(None, description="samples per batch; None: "
+                                                             "batch_fraction of the data")
+    batch_fraction: PositiveFloat = Field(0.01, le=1.0,
+                                          description="batch size as a fraction of the training "
+                                                      "samples when batch_size is None")
+    epochs: PositiveInt = Field(1000, description="at most this many epochs")
+    patience: PositiveInt = Field(20, description="early stopping: epochs without a better "
+                                                  "validation loss")
+    input_pool: PositiveInt = Field(10, description="average this many stored samples per "
+                                                    "network input")
+    input_noise_pA_per_pF: NonNegativeFloat = Field(
+        0.5, description="recording noise SD (pA/pF per 0.1 ms sample) the network must "
+                         "tolerate: enters the input scaling, the ridge penalty and a noisy "
+                         "copy of the training inputs for the MLP")
+    seed: NonNegativeInt = Field(0, description="weights initialization and shuffling")
     statuses: tuple[str, ...] = Field(("ok",), description="train on cells of these statuses")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
-        bad = set(self.statuses) - {"ok", "quiescent", "non_repolarizing", "unstable"}
+        bad = set(self.statuses) - set(STATUSES)
         if bad:
             raise ValueError(f"statuses: unknown {sorted(bad)}; expected ok, quiescent, "
                              "non_repolarizing, unstable")
@@ -90,4 +96,4 @@ def preset(name: str, **overrides) -> TrainConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown network preset {name!r}; expected one of "
                          f"{', '.join(PRESETS)}")
-    return TrainConfig(**{**PRESETS[name], **overrides})
+    return TrainConfig.create(**{**PRESETS[name], **overrides})

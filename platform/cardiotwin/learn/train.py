@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..storage.atomic import jsonable, recover_directory, write_json_atomic
 from .artifact import check_protocol_hash, save_artifact
 from .config import TrainConfig
 from .dataset import Dataset, InputTransform, OutputScaling, load_dataset
@@ -136,6 +136,7 @@ def train_model(stores, out_dir: str | Path, config: TrainConfig, *, protocol=No
     cell_id < max_cells. Returns the metadata written (with ``test_metrics``)."""
     import keras
 
+    recover_directory(out_dir)
     if Path(out_dir).exists() and not overwrite:
         raise ValueError(f"{out_dir}: exists; choose another output or pass overwrite")
     t0 = time.perf_counter()
@@ -178,7 +179,7 @@ def write_model_artifact(out_dir: str | Path, model, prep: Prepared, config: Tra
     n_epochs = len(history.get("loss", []))
     best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else n_epochs
     n_train = data.sizes()["train"]
-    meta = {
+    meta = jsonable({
         "parameter_names": list(INFERRED_NAMES), "registry_version": REGISTRY_VERSION,
         "protocol_hash": data.info["protocol_hash"], "protocol": data.info["protocol"],
         "data": {k: data.info[k] for k in ("stores", "manifest_hashes", "config_hashes",
@@ -194,12 +195,12 @@ def write_model_artifact(out_dir: str | Path, model, prep: Prepared, config: Tra
         "uncertainty": {"what": "per-parameter RMSE on the test split, as a multiplier",
                         "rmse_multiplier": [r["rmse_multiplier"]
                                             for r in metrics["per_parameter"]]},
-    }
+    })
     y_pred = predict_unit(model, prep.x["test"])
     m_pred = prep.scaling.from_unit(y_pred)
     m_true = data.multipliers["test"].astype(np.float64)
     files = {
-        "evaluation/metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=1)),
+        "evaluation/metrics.json": lambda p: write_json_atomic(p, jsonable(metrics)),
         "evaluation/parameter_errors.csv": lambda p: write_error_table(metrics, p),
         "evaluation/parameter_recovery.png": lambda p: plot_recovery(
             list(INFERRED_NAMES), m_true, m_pred, metrics, p),

@@ -34,6 +34,7 @@ def _trial(config: dict[str, Any], prep, base: str, max_epochs: int) -> None:
     import keras
     from ray import tune
 
+    from ..storage.atomic import jsonable
     from .train import fit_network
 
     class Report(keras.callbacks.Callback):
@@ -45,7 +46,8 @@ def _trial(config: dict[str, Any], prep, base: str, max_epochs: int) -> None:
     model, history, wall = fit_network(cfg, prep, verbose=False, extra_callbacks=[Report()])
     with tempfile.TemporaryDirectory() as d:
         model.save(Path(d) / "model.keras")
-        (Path(d) / "history.json").write_text(json.dumps({"history": history, "wall_s": wall}))
+        (Path(d) / "history.json").write_text(json.dumps(jsonable({"history": history,
+                                                                    "wall_s": wall})))
         tune.report({"val_loss": float(min(history["val_loss"])), "epoch": len(history["loss"]),
                      "done": True}, checkpoint=tune.Checkpoint.from_directory(d))
 
@@ -64,19 +66,19 @@ def tune_hyperparameters(stores, out_dir: str | Path, *, base: str = "ridge_mlp"
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from ..population.generate import init_ray
+    from ..runtime.ray_setup import ray_session
+    from ..storage.atomic import atomic_path, jsonable, write_json_atomic
+    from ..storage.outdir import check_writable
     from .train import load_prepared, write_model_artifact
 
     if base not in PRESETS:
         raise ValueError(f"unknown base preset {base!r}; expected one of {', '.join(PRESETS)}")
     if num_samples < 1 or max_epochs < 1 or grace_period < 1:
         raise ValueError("num_samples, max_epochs and grace_period must be >= 1")
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(Path(out_dir).resolve())
     space = search_space or default_search_space()
     prep = load_prepared(stores, preset(base), protocol=protocol, max_cells=max_cells)
-    started = init_ray(num_cpus, ray_address, "auto")
-    try:
+    with ray_session(num_cpus, ray_address, "auto"):
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         trainable = tune.with_resources(
             tune.with_parameters(_trial, prep=prep, base=base, max_epochs=max_epochs),
@@ -99,22 +101,20 @@ def tune_hyperparameters(stores, out_dir: str | Path, *, base: str = "ridge_mlp"
             raise RuntimeError(f"no trial finished (errors: {results.num_errors}); see "
                                f"{out / 'tune'}")
         best = min(done, key=lambda r: r.metrics["val_loss"])
-        results.get_dataframe().to_csv(out / "trials.csv", index=False)
+        with atomic_path(out / "trials.csv") as tmp:
+            results.get_dataframe().to_csv(tmp, index=False)
         with best.checkpoint.as_directory() as d:
             model = keras.saving.load_model(Path(d) / "model.keras", compile=False)
             info = json.loads((Path(d) / "history.json").read_text())
         cfg = preset(base, **{**best.config, "epochs": max_epochs})
         meta = write_model_artifact(out / "best_model", model, prep, cfg, info["history"],
                                     info["wall_s"], overwrite=True, log=log)
-    finally:
-        if started:
-            ray.shutdown()
     summary = {"base": base, "best_config": cfg.model_dump(mode="json"),
                "sampled": best.config, "val_loss": best.metrics["val_loss"],
                "test_metrics": meta["test_metrics"], "n_trials": len(results),
                "n_finished": len(done), "gpus_per_trial": gpus, "wall_s": wall,
                "artifact": str(out / "best_model")}
-    (out / "best_config.json").write_text(json.dumps(summary, indent=1))
+    write_json_atomic(out / "best_config.json", jsonable(summary))
     log(f"best of {len(results)} trials: {best.config}; test median MAE "
         f"{meta['test_metrics']['median_mae_unit']:.4f} -> {out / 'best_config.json'}")
     return summary

@@ -15,7 +15,6 @@ of sweep ``sweep``.
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ..storage.atomic import (atomic_path, jsonable, recover_directory, write_bytes_atomic,
+                              write_json_atomic, write_text_atomic)
+from ..storage.outdir import read_json_file
 from .physics import PhysicsConfig
 from .train import ARTIFACT_FORMAT, METADATA_FILE, MODEL_FILE
 from .windows import APD_LEVELS, WindowConfig, apd, cut, detect_spikes, normalize_eap, \
@@ -65,15 +67,17 @@ class Reconstructor:
 
 
 def load_reconstructor(model_dir: str | os.PathLike) -> Reconstructor:
-    """Load a reconstruction model artifact (ValueError when it is not one)."""
+    """Load a reconstruction model artifact (ValueError when it is not one), recovering an
+    interrupted overwrite first (:func:`cardiotwin.storage.atomic.recover_directory`)."""
     import keras
 
     p = Path(model_dir)
+    recover_directory(p)
     meta_path = p / METADATA_FILE
     if not meta_path.is_file() or not (p / MODEL_FILE).is_file():
         raise ValueError(f"{p} is not a reconstruction model: expected {MODEL_FILE} and "
                          f"{METADATA_FILE}")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_json_file(meta_path, "reconstruction model metadata")
     if meta.get("format") != ARTIFACT_FORMAT:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected "
                          f"{ARTIFACT_FORMAT!r} (a reconstruction model)")
@@ -297,15 +301,15 @@ def write_outputs(res: Reconstruction, out_dir: str | os.PathLike) -> dict[str, 
                            [res.iap[..., i].reshape(-1) for i in range(len(res.quantiles))])
     paths = {"windows": out / "windows.csv", "apd": out / "apd.csv",
              "json": out / "reconstruction.json", "figure": out / "reconstruction.png"}
-    np.savetxt(paths["windows"], data, delimiter=",", header=",".join(cols), comments="",
-               fmt=["%d", "%.3f"] + ["%.5f"] * (len(cols) - 2))
+    with atomic_path(paths["windows"]) as tmp:
+        np.savetxt(tmp, data, delimiter=",", header=",".join(cols), comments="",
+                   fmt=["%d", "%.3f"] + ["%.5f"] * (len(cols) - 2))
     rows = res.apd_table()
     keys = list(rows[0])
-    with open(paths["apd"], "w", encoding="utf-8") as fh:
-        fh.write(",".join(keys) + "\n")
-        for r in rows:
-            fh.write(",".join("" if r[k] is None else (f"{r[k]:.4f}" if isinstance(r[k], float)
-                                                       else str(r[k])) for k in keys) + "\n")
-    paths["json"].write_text(json.dumps(res.to_json(include_windows=False), indent=1))
-    paths["figure"].write_bytes(plot_recording(res))
+    lines = [",".join(keys)] + [
+        ",".join("" if r[k] is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]))
+                 for k in keys) for r in rows]
+    write_text_atomic(paths["apd"], "\n".join(lines) + "\n")
+    write_json_atomic(paths["json"], jsonable(res.to_json(include_windows=False)))
+    write_bytes_atomic(paths["figure"], plot_recording(res))
     return {k: str(v) for k, v in paths.items()}

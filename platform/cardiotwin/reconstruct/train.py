@@ -12,17 +12,18 @@ Splits by cell (``pairs.split_of``): 80 % train, 10 % validation (early stopping
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ..settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Settings
+from ..storage.atomic import atomic_directory, jsonable, recover_directory, write_json_atomic
+from ..storage.identity import canonical_json
 from .physics import PhysicsConfig
 from .unet import NetConfig
 from .windows import WindowConfig, normalize_eap, normalize_iap
@@ -32,18 +33,16 @@ MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 
 
-class ReconTrainConfig(BaseModel):
+class ReconTrainConfig(Settings):
     """Loss weights, optimizer and architecture of one training run."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    alpha: float = Field(1.0, ge=0, description="weight of the data term (L1 / pinball)")
-    beta: float = Field(0.01, ge=0, description="weight of log(L_physics); 0: no physics")
-    learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate")
-    batch_size: int = Field(32, ge=1, description="windows per batch")
-    epochs: int = Field(30, ge=1, description="maximum epochs")
-    patience: int = Field(10, ge=1, description="early stopping patience (epochs, val loss)")
-    seed: int = Field(0, ge=0, description="weights and shuffling seed")
+    alpha: NonNegativeFloat = Field(1.0, description="weight of the data term (L1 / pinball)")
+    beta: NonNegativeFloat = Field(0.01, description="weight of log(L_physics); 0: no physics")
+    learning_rate: PositiveFloat = Field(2e-3, description="Adam learning rate")
+    batch_size: PositiveInt = Field(32, description="windows per batch")
+    epochs: PositiveInt = Field(30, description="maximum epochs")
+    patience: PositiveInt = Field(10, description="early stopping patience (epochs, val loss)")
+    seed: NonNegativeInt = Field(0, description="weights and shuffling seed")
     net: NetConfig = Field(default_factory=NetConfig)
     physics: PhysicsConfig = Field(default_factory=PhysicsConfig)
 
@@ -77,7 +76,7 @@ def load_pair_data(stores, splits: tuple[str, ...] = ("train", "val", "test")) -
     if not stores:
         raise ValueError("no pair store given")
     parts = [load_pairs(s) for s in stores]
-    windows = {json.dumps(p["manifest"]["config"]["window"], sort_keys=True) for p in parts}
+    windows = {canonical_json(p["manifest"]["config"]["window"]) for p in parts}
     if len(windows) > 1:
         raise ValueError("pair stores with different window configs cannot be combined")
     window = WindowConfig(**parts[0]["manifest"]["config"]["window"])
@@ -154,38 +153,35 @@ def save_artifact(out_dir: str | os.PathLike, model, cfg: ReconTrainConfig,
                   window: WindowConfig, *, history: dict | None = None,
                   data_info: dict | None = None, test_metrics: dict | None = None,
                   overwrite: bool = False) -> dict[str, Any]:
-    """Write the model artifact (atomically: a temporary directory renamed into place)."""
-    out = Path(out_dir)
-    if out.exists():
-        if not overwrite:
-            raise ValueError(f"model directory {out} exists; pass overwrite=True (--overwrite)")
-        shutil.rmtree(out)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save(tmp / MODEL_FILE)
+    """Write the model artifact crash-safely: built in a temporary sibling directory and
+    swapped in (:func:`cardiotwin.storage.atomic.atomic_directory`), so an overwrite keeps the
+    old model until the new one is complete and loaders (which call
+    :func:`~cardiotwin.storage.atomic.recover_directory`) always find one. Returns the
+    metadata (strict JSON: NaN and inf in history or metrics become null)."""
     import keras
 
-    meta = {"format": ARTIFACT_FORMAT, "window": window.model_dump(mode="json"),
-            "quantiles": list(cfg.net.quantile_levels), "config": cfg.model_dump(mode="json"),
-            "physics": cfg.physics.model_dump(mode="json"), "data": data_info or {},
-            "training": history or {}, "test_metrics": test_metrics or {},
-            "backend": keras.backend.backend(), "keras_version": keras.__version__}
-    (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, out)
+    from ..runtime.versions import code_version
+
+    out = Path(out_dir)
+    recover_directory(out)
+    if out.exists() and not overwrite:
+        raise ValueError(f"model directory {out} exists; pass overwrite=True (--overwrite)")
+    meta = jsonable({"format": ARTIFACT_FORMAT, "window": window.model_dump(mode="json"),
+                     "quantiles": list(cfg.net.quantile_levels),
+                     "config": cfg.model_dump(mode="json"),
+                     "physics": cfg.physics.model_dump(mode="json"), "data": data_info or {},
+                     "training": history or {}, "test_metrics": test_metrics or {},
+                     "backend": keras.backend.backend(), "keras_version": keras.__version__,
+                     "code_version": code_version()})
+    with atomic_directory(out) as tmp:
+        model.save(tmp / MODEL_FILE)
+        write_json_atomic(tmp / METADATA_FILE, meta)
     return meta
 
 
 def _finite(obj):
-    """Replace NaN/inf by None (JSON)."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
+    """Replace NaN/inf by None (JSON); see :func:`cardiotwin.storage.atomic.jsonable`."""
+    return jsonable(obj)
 
 
 def train_model(stores, out_dir: str | os.PathLike, cfg: ReconTrainConfig | None = None, *,
@@ -196,6 +192,9 @@ def train_model(stores, out_dir: str | os.PathLike, cfg: ReconTrainConfig | None
     from .evaluate import evaluate, without_arrays
 
     cfg = cfg or ReconTrainConfig()
+    recover_directory(out_dir)
+    if Path(out_dir).exists() and not overwrite:
+        raise ValueError(f"model directory {out_dir} exists; pass overwrite=True (--overwrite)")
     data = load_pair_data(stores)
     if log:
         log(f"windows per split: {data.info['split_windows']}")
@@ -243,7 +242,7 @@ def main(argv=None) -> int:
     if a.median_only:
         net["quantiles"] = False
     try:
-        train_model(a.stores, a.out, ReconTrainConfig(**top, net=NetConfig(**net)),
+        train_model(a.stores, a.out, ReconTrainConfig.create(**top, net=NetConfig.create(**net)),
                     overwrite=a.overwrite)
     except ValueError as exc:
         print(f"train: error: {exc}", file=sys.stderr)

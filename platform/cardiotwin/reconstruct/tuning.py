@@ -46,6 +46,7 @@ def _trial(sample: dict[str, Any], data, base, epochs: int) -> None:
     import keras
     from ray import tune
 
+    from ..storage.atomic import jsonable
     from .train import fit
 
     cfg = config_from_sample(base, sample, epochs)
@@ -58,7 +59,8 @@ def _trial(sample: dict[str, Any], data, base, epochs: int) -> None:
     model, hist, wall = fit(cfg, data, extra_callbacks=[Report()])
     with tempfile.TemporaryDirectory() as d:
         model.save(Path(d) / "model.keras")
-        (Path(d) / "history.json").write_text(json.dumps({"history": hist, "wall_s": wall}))
+        (Path(d) / "history.json").write_text(json.dumps(jsonable({"history": hist,
+                                                                    "wall_s": wall})))
         tune.report({METRIC: float(min(hist[METRIC])), "epoch": len(hist["loss"]),
                      "done": True}, checkpoint=tune.Checkpoint.from_directory(d))
 
@@ -68,28 +70,27 @@ def tune_reconstruction(stores, out_dir: str | Path, *, base=None,
                         max_epochs: int = 30, grace_period: int = 4, seed: int = 0,
                         num_cpus: int | None = None, ray_address: str | None = None,
                         log: Callable[[str], None] | None = print) -> dict[str, Any]:
-    """Run the search on pair store(s) (or prepared :class:`.train.PairData`); returns the best config, its validation MAE and test
-    metrics (also in ``out_dir/best_config.json``)."""
+    """Run the search on pair store(s) (or prepared :class:`.train.PairData`); returns the
+    best config, its validation MAE and test metrics (also in ``out_dir/best_config.json``)."""
     import keras
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from ..population.generate import init_ray
+    from ..runtime.ray_setup import ray_session
+    from ..storage.atomic import atomic_path, jsonable, write_json_atomic
+    from ..storage.outdir import check_writable
     from .evaluate import evaluate, without_arrays
-    from .train import (PairData, ReconTrainConfig, _finite, load_pair_data, predict,
-                        save_artifact)
+    from .train import PairData, ReconTrainConfig, load_pair_data, predict, save_artifact
 
     if num_samples < 1 or max_epochs < 1 or grace_period < 1:
         raise ValueError("num_samples, max_epochs and grace_period must be >= 1")
     base = base or ReconTrainConfig()
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(Path(out_dir).resolve())
     data = stores if isinstance(stores, PairData) else load_pair_data(stores)
     if not len(data.x["val"]):
         raise ValueError("the pair store(s) have no validation windows (cell_id % 10 == 8)")
-    started = init_ray(num_cpus, ray_address, "auto")
-    try:
+    with ray_session(num_cpus, ray_address, "auto"):
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         trainable = tune.with_resources(
             tune.with_parameters(_trial, data=data, base=base, epochs=max_epochs),
@@ -111,13 +112,11 @@ def tune_reconstruction(stores, out_dir: str | Path, *, base=None,
             raise RuntimeError(f"no trial finished (errors: {results.num_errors}); see "
                                f"{out / 'tune'}")
         best = min(done, key=lambda r: r.metrics[METRIC])
-        results.get_dataframe().to_csv(out / "trials.csv", index=False)
+        with atomic_path(out / "trials.csv") as tmp:
+            results.get_dataframe().to_csv(tmp, index=False)
         with best.checkpoint.as_directory() as d:
             model = keras.saving.load_model(Path(d) / "model.keras", compile=False)
             info = json.loads((Path(d) / "history.json").read_text())
-    finally:
-        if started:
-            ray.shutdown()
     cfg = config_from_sample(base, best.config, max_epochs)
     q = cfg.net.quantile_levels
     metrics = {}
@@ -125,14 +124,14 @@ def tune_reconstruction(stores, out_dir: str | Path, *, base=None,
         metrics = without_arrays(evaluate(data.y["test"][..., 0],
                                           predict(model, data.x["test"], len(q)),
                                           data.window, q))
-    save_artifact(out / "best_model", model, cfg, data.window, history=_finite(info),
-                  data_info=data.info, test_metrics=_finite(metrics), overwrite=True)
-    summary = _finite({"best_config": cfg.model_dump(mode="json"), "sampled": best.config,
+    save_artifact(out / "best_model", model, cfg, data.window, history=info,
+                  data_info=data.info, test_metrics=metrics, overwrite=True)
+    summary = jsonable({"best_config": cfg.model_dump(mode="json"), "sampled": best.config,
                        METRIC: best.metrics[METRIC], "test_metrics": metrics,
                        "n_trials": len(results), "n_finished": len(done),
                        "gpus_per_trial": gpus, "wall_s": wall,
                        "artifact": str(out / "best_model")})
-    (out / "best_config.json").write_text(json.dumps(summary, indent=1))
+    write_json_atomic(out / "best_config.json", summary)
     if log:
         log(f"best of {len(results)} trials: {best.config}; val MAE "
             f"{best.metrics[METRIC]:.4f} -> {out / 'best_config.json'}")

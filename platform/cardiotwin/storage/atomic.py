@@ -15,6 +15,7 @@ always has a complete directory.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -156,3 +157,17 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` made fit for strict JSON: NaN and inf become None (not computable), NumPy scalars
+    and arrays Python numbers and lists, tuples lists (for metrics and summaries)."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
