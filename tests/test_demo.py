@@ -48,3 +48,43 @@ def test_demo_settings_refused_with_the_field_named():
         demo_config("huge")
     with pytest.raises(ValueError, match="concentrations"):
         demo_config(concentrations_nM=(-1.0,))
+
+
+def test_demo_directory_of_another_demo_or_foreign_files_refused_before_any_work(tmp_path):
+    from cardiotwin.demo.run import SUMMARY, claim_demo_dir, demo_identity
+    from cardiotwin.storage.atomic import write_json_atomic
+    from cardiotwin.storage.identity import identity_hash
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    done = demo_config("smallest", out_dir=out, seed=1)
+    ident = demo_identity(done)
+    write_json_atomic(out / SUMMARY, {"format": "cardiotwin.demo/1", "config": ident,
+                                      "config_hash": identity_hash(ident)})
+    (out / "population").mkdir()
+    # the same settings (on other CPUs) may run over it; other settings are refused by name
+    assert claim_demo_dir(demo_config("smallest", out_dir=out, seed=1, num_cpus=1)) == out
+    with pytest.raises(ValueError, match=r"holds another demo.*seed: 1 there, 2 here"):
+        run_demo(demo_config("smallest", out_dir=out, seed=2), echo=lambda s: None)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("x")
+    with pytest.raises(ValueError, match="not empty.*thesis.tex"):
+        run_demo(demo_config("smallest", out_dir=foreign), echo=lambda s: None)
+    assert sorted(p.name for p in foreign.iterdir()) == ["thesis.tex"]
+
+
+def test_demo_cli_options(tmp_path):
+    import argparse
+
+    from cardiotwin.demo.cli_args import config_from_args, register
+
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers(dest="command", required=True))
+    a = p.parse_args(["demo", "--size", "smallest", "--out-dir", str(tmp_path), "--range", "0.3",
+                      "--concentrations-nm", "0", "3"])
+    cfg = config_from_args(a)
+    assert (cfg.spread, cfg.concentrations_nM, cfg.n_cells) == (0.3, (0.0, 3.0), 300)
+    assert a.func.__name__ == "run_demo_from_args"
+    with pytest.raises(ValueError, match="demo.spread"):
+        config_from_args(p.parse_args(["demo", "--range", "1.5"]))

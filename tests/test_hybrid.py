@@ -295,3 +295,25 @@ def test_ray_job_fits_in_parallel(ray_session, tmp_path):
                            ".csv.gz"], cfg, use_ray=True, out_dir=tmp_path, figure=False)
     assert [r["status"] for r in rows] == ["fitted", "skipped"]
     assert math.isfinite(rows[0]["tau_close_ms"])
+
+
+def test_output_directory_claimed_and_summary_strict_json(tmp_path):
+    import json
+
+    from cardiotwin.hybrid.parallel import SUMMARY, fit_recordings
+
+    quiet = DATA / "real_5_031121_3_alex_control__pre-drug_spont_0-2s.csv.gz"   # skipped: fast
+    cfg = FitConfig(use_dl=False, physics_steps=5)
+    out = tmp_path / "fit"
+    rows = fit_recordings([quiet], cfg, out_dir=out, log=None)
+    assert rows[0]["status"] == "skipped"
+    text = (out / SUMMARY).read_text()
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert summary["format"] == "cardiotwin.hybrid-fit/1" and summary["files"] == [quiet.name]
+    assert fit_recordings([quiet], cfg, out_dir=out, log=None) == rows      # same run: reused
+    with pytest.raises(ValueError, match="holds another hybrid fit.*config"):
+        fit_recordings([quiet], FitConfig(use_dl=False, physics_steps=6), out_dir=out, log=None)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty.*notes.txt"):
+        fit_recordings([quiet], cfg, out_dir=tmp_path / "other", log=None)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..storage.atomic import atomic_path
+
 
 def plot_population(path: Path, vc, cc, statuses: np.ndarray, n_show: int = 40) -> Path:
     """Protocol, I_total (pA/pF) and free-running APs (mV) of the first ``n_show`` cells,
@@ -37,6 +39,7 @@ def plot_population(path: Path, vc, cc, statuses: np.ndarray, n_show: int = 40) 
     axes[2].set_ylabel("V (mV)")
     axes[2].set_title(f"free-running APs, first {len(show)} of {len(statuses)} cells")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path

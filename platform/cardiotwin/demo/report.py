@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from ..storage.atomic import write_text_atomic
 from .stages import Section
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -58,7 +59,5 @@ def write_report(path: Path, sections: Sequence[Section], title: str, intro: str
             parts.append(f"<pre>{html.escape(s.preformatted)}</pre>")
         parts += [_figure(c, Path(p), path.parent) for c, p in s.figures]
     parts.append("</body></html>\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(parts))
     return path

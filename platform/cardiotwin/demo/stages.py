@@ -4,11 +4,11 @@ output and returns a :class:`Section` of the report (text, a table, figures)."""
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,11 +35,11 @@ class Section:
 
 def population_stage(cfg: DemoConfig, out: Path, echo: Callable[[str], Any]) -> Section:
     """A +-spread population on protocol_a (Ray actors, Parquet store) and its figure."""
+    from ..model import inputs_from_multipliers
     from ..population import GenerationConfig, generate_population
     from ..population.store import list_to_numpy
     from ..protocols import builtin_protocol
     from ..simulate import simulate_current_clamp, simulate_voltage_clamp
-    from ..model import inputs_from_multipliers
     from .figures import plot_population
 
     t0 = time.perf_counter()
@@ -105,6 +105,7 @@ def training_stage(cfg: DemoConfig, out: Path, store_dir: str,
 def twin_stage(cfg: DemoConfig, out: Path, echo: Callable[[str], Any]) -> Section:
     """The example recording (a synthetic cell written as ABF1) -> its twin."""
     from ..learn import load_estimator
+    from ..storage.atomic import jsonable, write_bytes_atomic, write_json_atomic
     from ..twin import read_abf, read_ap_abf, write_example_recording
     from ..twin.example import read_example_truth
     from ..twin.inference import make_twin, plot_twin
@@ -117,9 +118,9 @@ def twin_stage(cfg: DemoConfig, out: Path, echo: Callable[[str], Any]) -> Sectio
     rec = read_abf(ex.voltage_clamp_abf, protocol=est.protocol)
     ap = read_ap_abf(ex.current_clamp_abf)
     tw = make_twin(est, rec, ap_duration_ms=cfg.twin_ap_ms, ap_recording=ap)
-    (tdir / "twin.json").write_text(json.dumps(tw.to_json(), indent=1) + "\n")
+    write_json_atomic(tdir / "twin.json", jsonable(tw.to_json()))
     fig = tdir / "twin.png"
-    fig.write_bytes(plot_twin(tw))
+    write_bytes_atomic(fig, plot_twin(tw))
     true_m = read_example_truth(ex.truth_json)["multipliers"]
     truth = np.array([true_m[n] for n in tw.names])
     mae, trivial = float(np.mean(np.abs(tw.multipliers - truth))), float(np.mean(np.abs(truth - 1)))

@@ -1,4 +1,5 @@
 """Command line of the hybrid: ``cardiotwin hybrid fit TRACE...`` (and jobs/hybrid_fit.py).
+:func:`register` adds ``hybrid`` with its ``fit`` subcommand; ``func`` returns the exit code.
 
 Options left out keep the FitConfig defaults (or the values of ``--config FILE.json``, a JSON
 object of FitConfig fields, nested for physics / network / data).
@@ -10,9 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from ..validation import plain_errors, read_settings_file
+from ..validation import read_settings_file
 from .config import FitConfig
 
 # option dest -> (section or None, FitConfig field)
@@ -85,10 +84,7 @@ def config_from_args(a: argparse.Namespace) -> FitConfig:
             fields.setdefault(section, {})[name] = v
     if a.physics_only:
         fields["use_dl"] = False
-    try:
-        return FitConfig(**fields)
-    except ValidationError as e:
-        raise plain_errors(e, "hybrid settings") from None
+    return FitConfig.create(**fields)
 
 
 def run_fit(a: argparse.Namespace) -> int:
@@ -111,6 +107,11 @@ def run_fit(a: argparse.Namespace) -> int:
     print(f"hybrid fit: {n_fit} of {len(rows)} recordings fitted"
           + (f"; summary and figures in {a.out}" if a.out else ""))
     return 0 if n_fit else 1
+
+
+def register(subparsers) -> None:
+    """Add ``hybrid`` (with ``hybrid fit``) to the ``cardiotwin`` subcommands."""
+    add_hybrid_parser(subparsers)
 
 
 def add_hybrid_parser(subparsers) -> argparse.ArgumentParser:

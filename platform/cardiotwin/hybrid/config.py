@@ -1,4 +1,5 @@
-"""Configuration of the Mitchell-Schaeffer + residual-network hybrid (pydantic, validated).
+"""Configuration of the Mitchell-Schaeffer + residual-network hybrid
+(:class:`cardiotwin.settings.Settings`: declared constraints, unknown fields refused).
 
 Units: time ms; the membrane potential ``v`` and the gate ``h`` are normalized (v = 0 at the
 beat's maximum diastolic potential, 1 at its peak; h in [0, 1]); derivatives in normalized
@@ -10,17 +11,18 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from ..settings import (Fraction, NonNegativeFloat, NonNegativeInt, NonNegativeMs, PositiveFloat,
+                        PositiveInt, PositiveMs, Settings)
 
 # the physical parameters of F_p, in this order everywhere (vectors, tables, JSON)
 PHYS_NAMES = ("tau_in_ms", "tau_out_ms", "tau_open_ms", "tau_close_ms", "v_gate")
 
 
-class Bound(BaseModel):
+class Bound(Settings):
     """A bounded physical parameter: ``value`` = lo + (hi - lo) * sigmoid(theta) (linear) or
     exp(log lo + (log hi - log lo) * sigmoid(theta)) (log, for time constants)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     init: float = Field(description="initial value (units of the parameter)")
     lo: float = Field(description="lower bound (excluded)")
@@ -39,7 +41,7 @@ class Bound(BaseModel):
         return self
 
 
-class PhysicsConfig(BaseModel):
+class PhysicsConfig(Settings):
     """Mitchell-Schaeffer F_p: dv/dt = h v^2 (1 - v) / tau_in - v / tau_out + J_stim(t);
     dh/dt = (1 - h) / tau_open below v_gate, -h / tau_close above it (the switch is a
     sigmoid of width ``gate_width`` so the right-hand side is smooth and differentiable).
@@ -47,8 +49,6 @@ class PhysicsConfig(BaseModel):
     Bounds: the defaults bracket iPSC-CM beats (APD90 ~50-600 ms) and keep RK4 at 0.1 ms
     stable (tau_in >= 0.05 ms: |dt * eigenvalue| <= 2 < 2.78).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tau_in_ms: Bound = Field(Bound(init=0.3, lo=0.05, hi=5.0),
                              description="inward (depolarizing) time constant (ms)")
@@ -61,52 +61,48 @@ class PhysicsConfig(BaseModel):
                                             "sets the AP duration")
     v_gate: Bound = Field(Bound(init=0.13, lo=0.02, hi=0.5, log=False, trainable=False),
                           description="gate switch potential (normalized)")
-    gate_width: float = Field(0.005, gt=0, le=0.05,
+    gate_width: PositiveFloat = Field(0.005, le=0.05,
                               description="width of the smooth gate switch (normalized v)")
-    stim_amplitude: float = Field(0.0, ge=0, description="J_stim amplitude (normalized/ms); 0 "
+    stim_amplitude: NonNegativeFloat = Field(0.0, description="J_stim amplitude (normalized/ms); 0 "
                                                          "for spontaneous beats")
-    stim_duration_ms: float = Field(1.0, gt=0, description="J_stim is on for t in [0, this) "
+    stim_duration_ms: PositiveMs = Field(1.0, description="J_stim is on for t in [0, this) "
                                                             "after the beat start (ms)")
 
     def bounds(self) -> list[Bound]:
         return [getattr(self, n) for n in PHYS_NAMES]
 
 
-class NetworkConfig(BaseModel):
+class NetworkConfig(Settings):
     """F_dl: residual MLP (v, h) -> (dv/dt, dh/dt) correction (normalized/ms)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     width: int = Field(16, ge=2, le=256, description="hidden units")
-    blocks: int = Field(1, ge=0, le=8, description="residual blocks after the input layer")
-    seed: int = Field(0, ge=0, description="weight initialization seed")
-    output_scale: float = Field(0.01, gt=0, description="fixed factor on the output layer "
+    blocks: NonNegativeInt = Field(1, le=8, description="residual blocks after the input layer")
+    seed: NonNegativeInt = Field(0, description="weight initialization seed")
+    output_scale: PositiveFloat = Field(0.01, description="fixed factor on the output layer "
                                                         "(normalized/ms)")
 
 
-class DataConfig(BaseModel):
+class DataConfig(Settings):
     """How beats are cut from a trace and normalized."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    start_level: float = Field(0.5, gt=0, lt=1, description="a beat starts where its "
+    start_level: Fraction = Field(0.5, description="a beat starts where its "
                                "normalized upstroke crosses this level (above v_gate; 0.5 "
                                "leaves out the slow foot of iPSC-CM upstrokes)")
-    window_ms: float = Field(500.0, gt=0, description="beat window after the start (ms); "
+    window_ms: PositiveMs = Field(500.0, description="beat window after the start (ms); "
                                                       "shorter when the next beat comes first")
-    next_beat_margin_ms: float = Field(20.0, ge=0, description="the window ends this long "
+    next_beat_margin_ms: NonNegativeMs = Field(20.0, description="the window ends this long "
                                        "before the next beat's start (ms)")
-    output_ms: float = Field(0.1, gt=0, description="observation interval of the fit (ms); a "
+    output_ms: PositiveMs = Field(0.1, description="observation interval of the fit (ms); a "
                              "multiple of dt_ms (0.1: every RK4 step, the recordings' 10 kHz; "
                              "one observation per RK4 step also compiles fastest)")
-    smooth_ms: float = Field(1.0, gt=0, description="moving average used to find beat starts "
+    smooth_ms: PositiveMs = Field(1.0, description="moving average used to find beat starts "
                                                     "and the normalization levels (ms)")
-    min_beats: int = Field(1, ge=1, description="fewer complete beats: the trace is refused")
-    min_window_ms: float = Field(50.0, gt=0, description="shorter beat windows are skipped (ms)")
-    max_beats: int = Field(3, ge=1, description="beats per fit (the first ones; fixed batch)")
+    min_beats: PositiveInt = Field(1, description="fewer complete beats: the trace is refused")
+    min_window_ms: PositiveMs = Field(50.0, description="shorter beat windows are skipped (ms)")
+    max_beats: PositiveInt = Field(3, description="beats per fit (the first ones; fixed batch)")
 
 
-class FitConfig(BaseModel):
+class FitConfig(Settings):
     """Training of the hybrid: physics-only warm-up, then F_p and F_dl together.
 
     Loss of the joint stage: lambda_j * L_traj + ||F_dl||, with
@@ -114,36 +110,34 @@ class FitConfig(BaseModel):
     (normalized^2); ||F_dl||: RMS of F_dl over the fitted trajectories (normalized/ms).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     physics: PhysicsConfig = PhysicsConfig()
     network: NetworkConfig = NetworkConfig()
     data: DataConfig = DataConfig()
-    dt_ms: float = Field(0.1, gt=0, le=0.5, description="RK4 step (ms)")
+    dt_ms: PositiveMs = Field(0.1, le=0.5, description="RK4 step (ms)")
     use_dl: bool = Field(True, description="False: physics only (F_dl switched off)")
     physics_optimizer: Literal["lbfgs", "adam"] = Field(
         "lbfgs", description="physics-only stage: L-BFGS (scipy, gradients through the "
                              "integrator) or Adam")
-    physics_steps: int = Field(200, ge=0, description="iterations of the physics-only stage")
-    hybrid_steps: int = Field(120, ge=0, description="Adam steps of the joint stage")
-    lr_physics: float = Field(0.05, gt=0, description="Adam rate of the physics logits (the "
+    physics_steps: NonNegativeInt = Field(200, description="iterations of the physics-only stage")
+    hybrid_steps: NonNegativeInt = Field(120, description="Adam steps of the joint stage")
+    lr_physics: PositiveFloat = Field(0.05, description="Adam rate of the physics logits (the "
                               "joint stage uses lr_physics * lr_final_fraction)")
-    lr_network: float = Field(1e-2, gt=0, description="Adam rate of the F_dl weights")
-    warmup_steps: int = Field(20, ge=0, description="joint stage: the rates ramp up linearly "
+    lr_network: PositiveFloat = Field(1e-2, description="Adam rate of the F_dl weights")
+    warmup_steps: NonNegativeInt = Field(20, description="joint stage: the rates ramp up linearly "
                               "over this many steps (the network's first Adam steps are not "
                               "too large)")
-    lr_final_fraction: float = Field(0.1, gt=0, le=1, description="each stage's rate decays "
+    lr_final_fraction: PositiveFloat = Field(0.1, le=1, description="each stage's rate decays "
                                      "exponentially to this fraction of its start")
-    lambda0: float = Field(100.0, gt=0, description="initial weight of L_traj (1/ms per "
+    lambda0: PositiveFloat = Field(100.0, description="initial weight of L_traj (1/ms per "
                            "normalized^2: it trades L_traj against ||F_dl||)")
-    gamma: float = Field(1000.0, ge=0, description="lambda update rate: lambda += gamma * L_traj "
-                                                   "after every step")
+    gamma: NonNegativeFloat = Field(1000.0, description="lambda update rate: lambda += gamma "
+                                                        "* L_traj after every step")
     spike_factor: float = Field(1.5, gt=1, description="joint stage: a step with L_traj above "
                                 "this x the best so far is undone and the rates halved")
     learn_h0: bool = Field(False, description="fit the gate h at the beat start (else fixed "
                            "at h0_init). Off by default: started above v_gate, h(t) = h0 "
                            "exp(-t/tau_close) and only h0/tau_in is identifiable")
-    h0_init: float = Field(1.0, gt=0, le=1, description="h at the beat start (fixed, or the "
+    h0_init: PositiveFloat = Field(1.0, le=1, description="h at the beat start (fixed, or the "
                            "initial value when learned); 1: gate fully recovered")
 
     @model_validator(mode="after")

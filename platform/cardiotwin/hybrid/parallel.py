@@ -3,11 +3,10 @@ each; the driver writes every output, workers only return numbers and figure byt
 
 from __future__ import annotations
 
-import json
-import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import FitConfig
 from .data import TraceError, load_beats
@@ -41,31 +40,62 @@ def _task(path: str, cfg_json: str, figure: bool, horizon_ms: float):
                          horizon_ms=horizon_ms)
 
 
+SUMMARY = "summary.json"
+FORMAT = "cardiotwin.hybrid-fit/1"
+
+
+def figure_name(path: str) -> str:
+    """The figure file of a recording: its name up to the first dot, ``.png``."""
+    return Path(path).name.split(".")[0] + ".png"
+
+
+def _identity(paths: list[str], cfg: FitConfig) -> dict[str, Any]:
+    return {"config": cfg.model_dump(mode="json"), "files": [Path(p).name for p in paths]}
+
+
+def claim_fit_dir(out_dir, paths: list[str], cfg: FitConfig) -> Path:
+    """Check ``out_dir`` before fitting: new, empty, or a fit of the same recordings and
+    settings (rewritten); another fit's or foreign files are refused (ValueError)."""
+    from ..storage.identity import identity_hash
+    from ..storage.outdir import claim_output_dir
+
+    ident = _identity(paths, cfg)
+    claim_output_dir(out_dir, marker=SUMMARY, fmt=FORMAT, config_hash=identity_hash(ident),
+                     identity=ident, what="hybrid fit", own=lambda n: n.endswith(".png"))
+    return Path(out_dir)
+
+
 def fit_recordings(paths, cfg: FitConfig, *, use_ray: bool = False, num_cpus: int | None = None,
                    ray_address: str | None = None, ship_package: str = "auto",
                    out_dir=None, figure: bool = True, horizon_ms: float = 300.0,
                    log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
-    """Fit every recording (Ray tasks when ``use_ray``); with ``out_dir`` write
-    ``summary.json`` (rows, drug table, config) and ``<recording>.png`` per fitted recording.
-    Rows are in the order of ``paths``."""
+    """Fit every recording (Ray tasks when ``use_ray``, through
+    :func:`cardiotwin.runtime.fanout.run_tasks`: lost workers retried); with ``out_dir``
+    (claimed first, :func:`claim_fit_dir`) write ``<recording>.png`` per fitted recording and
+    then ``summary.json`` (rows, drug table, config), each atomically. Rows are in the order
+    of ``paths``."""
+    from ..storage.atomic import jsonable, write_bytes_atomic, write_json_atomic
+    from ..storage.identity import identity_hash
+
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("no recording given")
+    out = claim_fit_dir(out_dir, paths, cfg) if out_dir is not None else None
     t0 = time.perf_counter()
     results: list[tuple[dict, bytes | None]] = []
     if use_ray:
         import ray
 
-        from ..population.generate import init_ray
+        from ..runtime.fanout import run_tasks
+        from ..runtime.ray_setup import ray_session
 
-        started = init_ray(num_cpus, ray_address, ship_package)
-        try:
+        with ray_session(num_cpus, ray_address, ship_package):
             remote = ray.remote(num_cpus=1, max_retries=0)(_task)
-            refs = [remote.remote(p, cfg.model_dump_json(), figure, horizon_ms) for p in paths]
-            results = ray.get(refs)
-        finally:
-            if started:
-                ray.shutdown()
+            n_cpus = int(ray.cluster_resources().get("CPU", 1))
+            cfg_json = cfg.model_dump_json()
+            results = run_tasks(remote, [(p, cfg_json, figure, horizon_ms) for p in paths],
+                                max_in_flight=max(1, n_cpus),
+                                describe=lambda i: Path(paths[i]).name, echo=log)
     else:
         for p in paths:
             results.append(fit_recording(p, cfg, figure=figure, horizon_ms=horizon_ms))
@@ -80,27 +110,16 @@ def fit_recordings(paths, cfg: FitConfig, *, use_ray: bool = False, num_cpus: in
                     f"{r['apd90_ms']:.0f} ms ({r['n_beats']} beats, {r['seconds']:.0f} s)")
             else:
                 log(f"{name}: skipped: {r['reason']}")
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         for r, png in results:
             if png is not None:
-                (out / (Path(r["file"]).name.split(".")[0] + ".png")).write_bytes(png)
-        summary = {"recordings": rows, "drugs": drug_table(rows), "config": cfg.model_dump(),
+                write_bytes_atomic(out / figure_name(r["file"]), png)
+        ident = _identity(paths, cfg)
+        summary = {"format": FORMAT, "config_hash": identity_hash(ident),
+                   "recordings": rows, "drugs": drug_table(rows), **ident,
                    "seconds": time.perf_counter() - t0,
                    "units": "tau in ms; v_gate, h0 normalized; l_traj normalized^2; fdl_norm "
                             "normalized/ms; changes in %"}
-        (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=1))
+        write_json_atomic(out / SUMMARY, jsonable(summary))
     return rows
 
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if hasattr(x, "item"):
-        return _jsonable(x.item())
-    return x

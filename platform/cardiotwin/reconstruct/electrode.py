@@ -32,7 +32,9 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from ..settings import PositiveFloat, Settings
 
 from ..model.equations import CURRENT_NAMES
 
@@ -46,10 +48,8 @@ def _range(v: tuple[float, float], name: str, lo_min: float = 0.0) -> None:
         raise ValueError(f"{name} must be (low, high) with {lo_min} <= low <= high, found {v}")
 
 
-class ElectrodeConfig(BaseModel):
+class ElectrodeConfig(Settings):
     """Ranges of the per-cell junction and recording settings (drawn uniformly per cell)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     capacitive_range: tuple[float, float] = Field(
         (0.8, 1.2), description="c_J: junctional capacitance / free-membrane capacitance")
@@ -58,7 +58,7 @@ class ElectrodeConfig(BaseModel):
                                 "current except I_Na")
     sodium_density_range: tuple[float, float] = Field(
         (0.0, 3.0), description="mu_Na: junctional / free-membrane density of I_Na channels")
-    gain_uV: float = Field(10.0, gt=0, description="R_seal x junction area, uV per pA/pF")
+    gain_uV: PositiveFloat = Field(10.0, description="R_seal x junction area, uV per pA/pF")
     highpass_hz_range: tuple[float, float] = Field(
         (0.5, 5.0), description="amplifier high-pass cut-off fc in Hz (0: none)")
     snr_range: tuple[float, float] = Field(

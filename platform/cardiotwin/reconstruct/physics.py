@@ -25,22 +25,22 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from ..settings import PositiveFloat, PositiveMs, Settings
 
 
-class PhysicsConfig(BaseModel):
+class PhysicsConfig(Settings):
     """Constants and the ranges of the per-sample parameters (a, k, x) of the AP residual."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    time_unit_ms: float = Field(8.0, gt=0, description="ms per dimensionless AP time unit")
-    eps_rest: float = Field(0.2, gt=0, description="recovery rate below the threshold x "
+    time_unit_ms: PositiveMs = Field(8.0, description="ms per dimensionless AP time unit")
+    eps_rest: PositiveFloat = Field(0.2, description="recovery rate below the threshold x "
                                                      "(1 / AP time unit)")
-    eps_plateau: float = Field(0.02, gt=0, description="recovery rate above the threshold x "
+    eps_plateau: PositiveFloat = Field(0.02, description="recovery rate above the threshold x "
                                                          "(1 / AP time unit)")
-    sharpness: float = Field(1000.0, gt=0, description="sigmoid sharpness n of eps(v) "
+    sharpness: PositiveFloat = Field(1000.0, description="sigmoid sharpness n of eps(v) "
                                                         "(1 / normalized voltage)")
-    log_floor: float = Field(1e-3, gt=0, description="the loss uses log(L_physics + "
+    log_floor: PositiveFloat = Field(1e-3, description="the loss uses log(L_physics + "
                              "log_floor): below this level (the residual that simulated Kernik "
                              "iAPs leave with their best-fitting a, k, x: median ~1e-3) the "
                              "log flattens, so the term cannot reward a flat trace "

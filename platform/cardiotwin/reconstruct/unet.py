@@ -15,26 +15,26 @@ Only built-in Keras layers: the saved model loads without custom objects.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ..settings import PositiveInt, Settings
 
 N_AP_PARAMS = 3
 BN_MOMENTUM = 0.9   # batch-norm moving statistics follow training within a few epochs
 AP_PARAM_NAMES = ("a", "k", "x")
 
 
-class NetConfig(BaseModel):
+class NetConfig(Settings):
     """Architecture of the U-Net."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     filters: int = Field(16, ge=2, description="channels of the first level (doubled per "
                                                "level)")
-    depth: int = Field(4, ge=1, le=8, description="downsampling levels (length must be a "
+    depth: PositiveInt = Field(4, le=8, description="downsampling levels (length must be a "
                                                   "multiple of 2^depth)")
-    kernel_size: int = Field(7, ge=1, description="convolution kernel (samples)")
-    se_ratio: int = Field(4, ge=1, description="squeeze-and-excitation reduction ratio")
+    kernel_size: PositiveInt = Field(7, description="convolution kernel (samples)")
+    se_ratio: PositiveInt = Field(4, description="squeeze-and-excitation reduction ratio")
     max_filters: int = Field(64, ge=2, description="cap on channels per level")
-    head_units: int = Field(16, ge=1, description="units of the (a, k, x) head")
+    head_units: PositiveInt = Field(16, description="units of the (a, k, x) head")
     quantiles: bool = Field(True, description="predict the 0.05/0.5/0.95 quantiles (else the "
                                               "median only)")
 

@@ -21,35 +21,35 @@ between the peak and the next upstroke (the end of repolarization). NaN where un
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from ..settings import NonNegativeMs, PositiveFloat, PositiveMs, Settings
 
 from ..features import noise_sd
 
 APD_LEVELS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 
 
-class WindowConfig(BaseModel):
+class WindowConfig(Settings):
     """Segmentation and normalization of beat windows."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    sample_interval_ms: float = Field(1.0, gt=0, description="sample interval of the windows "
+    sample_interval_ms: PositiveMs = Field(1.0, description="sample interval of the windows "
                                                               "(ms)")
     length: int = Field(1024, ge=64, description="samples per window (a multiple of "
                                                  "2^depth of the U-Net)")
-    pre_ms: float = Field(200.0, ge=0, description="window start before the eAP spike (ms)")
+    pre_ms: NonNegativeMs = Field(200.0, description="window start before the eAP spike (ms)")
     iap_range: tuple[float, float] = Field((0.1, 1.0), description="normalized iAP range "
                                            "(min, max) of a window")
-    noise_factor: float = Field(60.0, gt=0, description="eAP divisor in units of its noise SD")
-    refractory_ms: float = Field(250.0, gt=0, description="minimum time between two detected "
+    noise_factor: PositiveFloat = Field(60.0, description="eAP divisor in units of its noise SD")
+    refractory_ms: PositiveMs = Field(250.0, description="minimum time between two detected "
                                                           "spikes (ms)")
-    spike_threshold_sd: float = Field(6.0, gt=0, description="spike detection threshold in "
+    spike_threshold_sd: PositiveFloat = Field(6.0, description="spike detection threshold in "
                                                              "noise SDs")
-    spike_fraction: float = Field(0.3, gt=0, le=1, description="spike detection threshold as "
+    spike_fraction: PositiveFloat = Field(0.3, le=1, description="spike detection threshold as "
                                   "a fraction of the 99.9th percentile of |eAP - median|")
-    upstroke_search_ms: float = Field(50.0, gt=0, description="APD: the upstroke is searched "
+    upstroke_search_ms: PositiveMs = Field(50.0, description="APD: the upstroke is searched "
                                       "this long before the peak (ms)")
-    spike_filter_ms: float = Field(20.0, gt=0, description="spikes are found on the eAP minus "
+    spike_filter_ms: PositiveMs = Field(20.0, description="spikes are found on the eAP minus "
                                    "its running median over this window (ms), which removes "
                                    "the slow repolarization wave")
 
