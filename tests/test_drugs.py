@@ -156,6 +156,137 @@ def test_out_dir_with_foreign_files_is_refused_before_any_work(tmp_path):
                    use_ray=False, echo=None)
 
 
+# ---- configuration and the screen directory (in this process, no Ray) -----------------------
+
+def test_config_hash_of_an_existing_config_is_unchanged():
+    # recorded with the previous code (hashlib over its own canonical JSON): screens written
+    # then are still recognized as the same settings
+    assert ScreenConfig(drug="E-4031").config_hash() == \
+        "cb600e97e1cf031b92e669a44378f602550df65846e91660120ee32b2d832a7d"
+    assert ScreenConfig(drug="verapamil", concentrations_nM=[0, 5], n_cells=7, prepace_ms=100,
+                        record_ms=200, record_interval_ms=1, pacing_period_ms=1000,
+                        twin_multipliers={"IKr.g_Kr": 1.1}).config_hash() == \
+        "842301c07257578a2cc0d0efb8c272bac041a33d0b8fdf485c7aa5dd0273a857"
+    assert ScreenConfig(drug="E-4031", seed=1).config_hash() != \
+        ScreenConfig(drug="E-4031").config_hash()
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("n_cells", 0, r"^n_cells: Input should be greater than 0, found 0$"),
+    ("batch_cells", -1, r"^batch_cells: .*greater than 0"),
+    ("seed", -1, r"^seed: .*greater than or equal to 0"),
+    ("spread", 1.0, r"^spread: .*less than 1"),
+    ("temperature_K", 400, r"^temperature_K: .*less than or equal to 330"),
+    ("record_ms", float("nan"), r"^record_ms: .*finite"),
+    ("prepace_ms", -5, r"^prepace_ms: .*greater than or equal to 0"),
+    ("pacing_period_ms", 0, r"^pacing_period_ms: .*greater than 0"),
+    ("ead_min_repolarization", 0.95, r"^ead_min_repolarization: .*less than 0.9"),
+    ("n_keep_traces", -2, r"^n_keep_traces: "),
+])
+def test_bad_screen_settings_name_the_field(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        ScreenConfig.create(drug="E-4031", **{field: value})
+
+
+def test_cross_field_checks_remain():
+    with pytest.raises(ValueError, match=r"record_ms \(10.0\) must be a whole number"):
+        ScreenConfig.create(drug="E-4031", record_ms=10, record_interval_ms=3)
+    with pytest.raises(ValueError, match="pacing_width_ms .* shorter than pacing_period_ms"):
+        ScreenConfig.create(drug="E-4031", pacing_period_ms=4, pacing_width_ms=5)
+
+
+def test_screen_subcommand_registers_and_parses(tmp_path):
+    import argparse
+
+    from cardiotwin.drugs.cli_args import config_from_args, register, run
+    from cardiotwin.drugs.config import add_screen_arguments as reexported
+    from cardiotwin.drugs.cli_args import add_screen_arguments
+
+    assert reexported is add_screen_arguments
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers(dest="command", required=True))
+    a = p.parse_args(["screen", "--drug", "E-4031", "--concentrations-nm", "0,30",
+                      "--n-cells", "12", "--out", str(tmp_path / "s")])
+    assert a.func is run
+    cfg = config_from_args(a)
+    assert (cfg.n_cells, cfg.concentrations_nM, cfg.out_dir) == (12, (0.0, 30.0),
+                                                                 tmp_path / "s")
+    a = p.parse_args(["screen", "--drug", "E-4031", "--n-cells", "0", "--out", "x"])
+    with pytest.raises(ValueError, match="n_cells: Input should be greater than 0"):
+        config_from_args(a)
+
+
+TINY_SCREEN = dict(drug="E-4031", concentrations_nM=[0, 50], n_cells=3, prepace_ms=200,
+                   record_ms=600, n_keep_traces=1, figures=False)
+
+
+def _tiny(out, **kw):
+    from cardiotwin.drugs import run_screen
+
+    return run_screen(ScreenConfig(**TINY_SCREEN, out_dir=out, **kw), progress=False,
+                      use_ray=False, echo=None)
+
+
+def test_screen_files_are_checksummed_and_damage_is_reported_by_name(tmp_path):
+    from cardiotwin.drugs import load_screen
+    from cardiotwin.runtime import code_version
+    from cardiotwin.storage import sha256_file
+
+    out = tmp_path / "s"
+    r = _tiny(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["code_version"] == code_version()
+    for name in ("results.parquet", "cells.parquet", "traces.parquet"):
+        assert summary["sha256"][name] == sha256_file(out / name)
+    assert sorted(p.name for p in out.iterdir()) == ["cells.parquet", "results.parquet",
+                                                     "summary.json", "traces.parquet"]
+    assert _tiny(out).summary["finished_utc"] == summary["finished_utc"]     # reused
+    good = r.column("apd90_ms")
+    # one byte of the results changed: refused by name, never read back
+    original = (out / "results.parquet").read_bytes()
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0xFF
+    (out / "results.parquet").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"results\.parquet is damaged: SHA-256"):
+        load_screen(out)
+    with pytest.raises(ValueError, match=r"results\.parquet is damaged"):
+        _tiny(out)                                       # reusing it is refused too
+    (out / "results.parquet").write_bytes(original)
+    (out / "cells.parquet").unlink()
+    with pytest.raises(ValueError, match=r"cells\.parquet: missing"):
+        load_screen(out)
+    again = _tiny(out, overwrite=True)                   # recomputed: the same numbers
+    np.testing.assert_array_equal(again.column("apd90_ms"), good)
+    np.testing.assert_array_equal(load_screen(out).column("apd90_ms"), good)
+
+
+def test_screen_of_another_code_version_is_refused_unless_overwritten(tmp_path):
+    out = tmp_path / "s"
+    first = _tiny(out)
+    s = json.loads((out / "summary.json").read_text())
+    s["code_version"] = "0.0.1"
+    (out / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(ValueError, match=r"written by cardiotwin 0\.0\.1, not by this code"):
+        _tiny(out)
+    again = _tiny(out, overwrite=True)
+    assert again.summary["code_version"] != "0.0.1"
+    assert again.summary["finished_utc"] >= first.summary["finished_utc"]
+    assert json.loads((out / "summary.json").read_text())["code_version"] != "0.0.1"
+
+
+def test_second_writer_is_refused_with_one_line(tmp_path):
+    from cardiotwin.storage import DirectoryLock, LockHeldError
+
+    out = tmp_path / "s"
+    with DirectoryLock(out):                             # another run writes there
+        with pytest.raises(LockHeldError, match=r"being written by another run \(pid") as e:
+            _tiny(out)
+        assert "\n" not in str(e.value)
+        assert not (out / "summary.json").exists()
+    assert _tiny(out).summary["status"] == "complete"    # once it is gone
+    assert not (out / ".cardiotwin.lock").exists()
+
+
 def test_wilson_interval():
     lo, hi = wilson_ci(3, 100)
     assert lo == pytest.approx(0.010255, abs=1e-6) and hi == pytest.approx(0.084519, abs=1e-6)
@@ -181,7 +312,7 @@ NOTCH_CELL = 1748
 
 def _cells():
     from cardiotwin.model.parameters import INFERRED_INDEX
-    from cardiotwin.population.generate import sample_population
+    from cardiotwin.population import sample_population
 
     e4031 = get_drug("E-4031")
     forced_cal = inputs_from_named(dict(FORCED, **{"ICaL.p_CaL": 1.75}))
@@ -285,8 +416,9 @@ def test_finished_screen_is_reused_and_reloaded(screen):
     assert again.summary["finished_utc"] == r.summary["finished_utc"]
     loaded = load_screen(cfg.out_dir)
     np.testing.assert_array_equal(loaded.column("apd90_ms"), r.column("apd90_ms"))
-    with pytest.raises(ValueError, match="holds another screen"):
-        run_screen(cfg.model_copy(update={"seed": 1}), progress=False, echo=None)
+    with pytest.raises(ValueError, match=r"holds another drug screen .*seed: 0 there, 1 here"):
+        run_screen(ScreenConfig.create(**{**cfg.model_dump(), "seed": 1}), progress=False,
+                   echo=None)
 
 
 def test_screen_around_a_twin_json(tmp_path):
@@ -297,7 +429,7 @@ def test_screen_around_a_twin_json(tmp_path):
     import numpy as np
 
     from cardiotwin.cli import build_parser
-    from cardiotwin.drugs.config import config_from_args
+    from cardiotwin.drugs.cli_args import config_from_args
     from cardiotwin.model.parameters import INFERRED_NAMES
     from cardiotwin.twin.inference import Twin
 

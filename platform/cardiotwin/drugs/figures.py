@@ -62,7 +62,7 @@ def dose_response(summary: dict[str, Any], path: Path) -> Path:
                  f"+-{100 * summary['population']['spread']:g}% around "
                  f"{summary['population']['twin_name']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path
 
@@ -89,7 +89,7 @@ def apd90_violins(summary: dict[str, Any], concentration: np.ndarray, apd90: np.
     ax.set_ylabel("APD90 of full APs (ms), mean +- SD")
     ax.set_title("APD90 per concentration")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path
 
@@ -117,6 +117,6 @@ def trace_overlays(summary: dict[str, Any], traces: list[dict[str, Any]], path: 
             ax.legend(fontsize=7, loc="upper right", ncol=2)
     axes[-1, 0].set_xlabel("time in the recorded run (ms); EAD segments in thick red")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
     return path

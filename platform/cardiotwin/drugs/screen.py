@@ -17,13 +17,20 @@ per-cell numbers and a few traces to the driver, which summarizes per concentrat
   summary, timing; written last: a directory with a summary is a finished screen;
 - ``dose_response.png``, ``apd90_violins.png``, ``ap_traces.png``.
 
-Each file is written to a temporary name and renamed (:mod:`cardiotwin.drugs.store`).
-Re-running a finished screen with the same settings returns it without simulating
-(``overwrite`` recomputes); a directory holding another screen or other files is refused.
+Each file is written atomically and summary.json records the Parquet files' SHA-256 and the
+code version (:mod:`cardiotwin.drugs.store`). Re-running a finished screen with the same
+settings and code returns it without simulating, its files verified (``overwrite``
+recomputes); a directory holding another screen, a screen written by another code version or
+other files is refused (:func:`cardiotwin.storage.outdir.claim_output_dir`). While it
+simulates and writes, the screen holds the directory's single-writer lock
+(:class:`cardiotwin.storage.lock.DirectoryLock`): a second screen into the same directory is
+refused with one line naming the holder.
 
-Ray: as :func:`cardiotwin.population.generate_population` (same ``ray.init`` and package
-shipping helpers): ``ray_address`` or ``$RAY_ADDRESS``, else a local cluster of ``num_cpus``.
-``use_ray=False`` runs the same tasks in this process (numba's threads, no Ray).
+Ray: :func:`cardiotwin.runtime.init_ray` (``ray_address`` or ``$RAY_ADDRESS``, else a local
+cluster of ``num_cpus``); the tasks run through :class:`cardiotwin.runtime.FanOut` (at most two
+per CPU in flight, lost workers retried, a task running ``TASK_TIMEOUT_FACTOR`` times longer
+than the longest finished one presumed hung and retried). ``use_ray=False`` runs the same
+tasks in this process (numba's threads, no Ray).
 """
 
 from __future__ import annotations
@@ -31,18 +38,26 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from ..runtime.versions import code_version, package_versions
+from ..storage.atomic import atomic_path, write_json_atomic
+from ..storage.lock import DirectoryLock
 from .analysis import FLOAT_KEYS, INT_KEYS, analyze_cell
+from .cli_args import add_screen_arguments
 from .config import FORMAT, ScreenConfig
-from .config import add_screen_arguments  # noqa: F401  (re-exported for the CLI)
 from .store import (BOOL_KEYS, FIGURES, FILES, STR_KEYS, SUMMARY, ScreenResult,
-                    check_out_dir, load_screen, make_tables, write_parquet)
+                    claim_screen_dir, load_screen, make_tables, write_parquet)
 from .summary import arrested_flags, summarize
+
+TASK_TIMEOUT_FACTOR = 10.0   # a task is hung after this x the longest finished one ...
+TASK_MIN_TIMEOUT_S = 300.0   # ... and at least this long (s)
+TASKS_PER_CPU = 2            # tasks in flight per cluster CPU
 
 __all__ = ["ScreenResult", "add_screen_arguments", "list_drugs_text", "load_screen",
            "run_from_args", "run_screen", "simulate_block"]
@@ -155,21 +170,38 @@ def run_screen(config: ScreenConfig | dict[str, Any], progress: bool = True,
     with the simulations done after each task (e.g. for a status endpoint).
     """
     cfg = config if isinstance(config, ScreenConfig) else ScreenConfig.create(**config)
-    from ..population.generate import package_versions, ray_runtime_env, sample_population
+    from ..runtime.ray_setup import ray_runtime_env
 
     ray_runtime_env(ship_package, ray_address)          # validates ship_package
-    drug = cfg.resolve_drug()
-    identity = cfg.identity()
-    chash = cfg.config_hash()
+    identity, chash = cfg.identity(), cfg.config_hash()
     out = Path(cfg.out_dir).resolve() if cfg.out_dir is not None else None
-    if out is not None:
-        prev = check_out_dir(out, chash, cfg.overwrite)
-        if prev is not None:
-            if echo:
-                echo(f"screen already finished in {out} (same settings): reusing it")
-            return load_screen(out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is None:
+        return _compute(cfg, None, identity, chash, progress, num_cpus, ray_address,
+                        ship_package, use_ray, echo, on_progress)
+    if claim_screen_dir(out, chash, identity, cfg.overwrite) is not None:
+        return _reuse(out, echo)
+    with DirectoryLock(out):
+        # claimed again under the lock: another run may have finished it meanwhile
+        if claim_screen_dir(out, chash, identity, cfg.overwrite) is not None:
+            return _reuse(out, echo)
+        return _compute(cfg, out, identity, chash, progress, num_cpus, ray_address,
+                        ship_package, use_ray, echo, on_progress)
 
+
+def _reuse(out: Path, echo: Callable[[str], Any] | None) -> ScreenResult:
+    if echo:
+        echo(f"screen already finished in {out} (same settings): reusing it")
+    return load_screen(out)
+
+
+def _compute(cfg: ScreenConfig, out: Path | None, identity: dict[str, Any], chash: str,
+             progress: bool, num_cpus: int | None, ray_address: str | None,
+             ship_package: str, use_ray: bool, echo: Callable[[str], Any] | None,
+             on_progress: Callable[[int, int], Any] | None) -> ScreenResult:
+    """Simulate, summarize and (``out``) write the screen (the caller holds the lock)."""
+    from ..population import sample_population
+
+    drug = cfg.resolve_drug()
     concs = list(cfg.concentrations_nM)
     mult = sample_population(cfg.sampler, cfg.n_cells, cfg.spread, cfg.seed)
     cell_ids = np.arange(cfg.n_cells, dtype=np.int64)
@@ -210,8 +242,6 @@ def run_screen(config: ScreenConfig | dict[str, Any], progress: bool = True,
     traces = _select_traces([t for p in parts for t in p["traces"]], cfg.n_keep_traces)
     secs = {k: sum(p["seconds"][k] for p in parts) for k in ("setup", "simulate", "analyze")}
     busy = sum(secs.values()) * threads
-    import cardiotwin
-
     summary: dict[str, Any] = {
         "format": FORMAT, "status": "complete", "config": identity, "config_hash": chash,
         "drug": drug.model_dump(mode="json"),
@@ -247,21 +277,21 @@ def run_screen(config: ScreenConfig | dict[str, Any], progress: bool = True,
                    "simulations_per_s_per_cpu": round(n_sims / (wall * n_cpus), 3)
                    if wall > 0 else None},
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "code_version": cardiotwin.__version__, "versions": package_versions(),
+        "code_version": code_version(), "versions": package_versions(),
         "files": dict(FILES),
     }
     results, cells, tr_table = make_tables(columns, cell_ids, mult, traces)
     figures: dict[str, Path] = {}
     if out is not None:
-        from ..population.store import write_json_atomic
-
         (out / SUMMARY).unlink(missing_ok=True)      # an overwritten screen is unfinished
-        write_parquet(results, out / FILES["results"])
-        write_parquet(cells, out / FILES["cells"])
-        write_parquet(tr_table, out / FILES["traces"])
+        summary["sha256"] = {FILES[k]: write_parquet(t, out / FILES[k]) for k, t in
+                             (("results", results), ("cells", cells), ("traces", tr_table))}
         if cfg.figures:
             figures = write_figures(summary, columns, traces, out)
             summary["figures"] = {k: p.name for k, p in figures.items()}
+        else:                                        # none left from an overwritten screen
+            for name in FIGURES.values():
+                (out / name).unlink(missing_ok=True)
         write_json_atomic(out / SUMMARY, summary)
     if echo:
         for line in report_lines(summary):
@@ -271,7 +301,7 @@ def run_screen(config: ScreenConfig | dict[str, Any], progress: bool = True,
 
 def write_figures(summary: dict[str, Any], columns: dict[str, np.ndarray],
                   traces: list[dict[str, Any]], out: Path) -> dict[str, Path]:
-    """The three figures into ``out`` (each written to a temporary name, then renamed)."""
+    """The three figures into ``out`` (each written atomically)."""
     from . import figures as F
 
     made = {}
@@ -281,9 +311,8 @@ def write_figures(summary: dict[str, Any], columns: dict[str, np.ndarray],
             "ap_traces": lambda p: F.trace_overlays(summary, traces, p)}
     for name, fn in jobs.items():
         path = out / FIGURES[name]
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fn(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fn(tmp)
         made[name] = path
     return made
 
@@ -353,10 +382,11 @@ def _execute(ctx, work, mult, cell_ids, n_sims, progress, use_ray, num_cpus, ray
 
 
 def _execute_ray(ctx, work, mult, cell_ids, advance, num_cpus, ray_address, ship_package):
+    """The tasks on Ray through :class:`cardiotwin.runtime.FanOut` (module docstring)."""
     import ray
 
-    from ..population.generate import init_ray, ray_runtime_env
     from ..resources import simulation_resources
+    from ..runtime import FanOut, init_ray, ray_runtime_env
 
     t0 = time.perf_counter()
     started = init_ray(num_cpus, ray_address, ship_package)
@@ -365,24 +395,21 @@ def _execute_ray(ctx, work, mult, cell_ids, advance, num_cpus, ray_address, ship
             _warm_kernel()
         startup = time.perf_counter() - t0
         n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        task = ray.remote(num_cpus=1, max_retries=2)(simulate_block).options(
+        task = ray.remote(num_cpus=1, max_retries=0)(simulate_block).options(
             runtime_env={"env_vars": {"NUMBA_NUM_THREADS": "1"}},
             resources=simulation_resources())
         ctx_ref = ray.put(ctx)
-        pending = {task.remote(ctx_ref, cell_ids[a:b], mult[a:b], ci): b - a
-                   for ci, a, b in work}
+        concs = ctx["concentrations"]
+        fan = FanOut(lambda _, w: task.remote(ctx_ref, cell_ids[w[1]:w[2]], mult[w[1]:w[2]],
+                                              w[0]),
+                     n_workers=TASKS_PER_CPU * n_cpus, timeout_factor=TASK_TIMEOUT_FACTOR,
+                     min_timeout_s=TASK_MIN_TIMEOUT_S,
+                     describe=lambda w: f"screen task (cells {w[1]}-{w[2] - 1} at "
+                                        f"{concs[w[0]]:g} nM)")
         parts = []
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                n = pending.pop(ref)
-                try:
-                    parts.append(ray.get(ref))
-                except Exception as exc:
-                    for r in pending:
-                        ray.cancel(r, force=True)
-                    raise RuntimeError(f"a screen task failed: {exc}") from exc
-                advance(n)
+        for (_, a, b), part in fan.run(work):
+            parts.append(part)
+            advance(b - a)
         return parts, n_cpus, 1, startup
     finally:
         if started:
@@ -414,9 +441,9 @@ def list_drugs_text(drug_file: str | os.PathLike | None = None) -> str:
 
 def run_from_args(a) -> ScreenResult | None:
     """Run the screen described by arguments parsed with
-    :func:`cardiotwin.drugs.config.add_screen_arguments` (``--list-drugs``: print the catalog
+    :func:`cardiotwin.drugs.cli_args.add_screen_arguments` (``--list-drugs``: print the catalog
     and return None)."""
-    from .config import config_from_args
+    from .cli_args import config_from_args
 
     if a.list_drugs:
         print(list_drugs_text(a.drug_file))

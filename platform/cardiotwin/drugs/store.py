@@ -3,13 +3,15 @@
 A screen directory holds ``results.parquet`` (one row per cell and concentration),
 ``cells.parquet`` (cell_id, 52 multipliers), ``traces.parquet`` (the kept traces),
 ``summary.json`` (written last: its presence marks a finished screen) and the PNG figures
-(see :mod:`cardiotwin.drugs.screen`). Every file is written to a temporary name, fsynced and
-renamed.
+(see :mod:`cardiotwin.drugs.screen`). Every file is written atomically
+(:func:`cardiotwin.storage.atomic.atomic_path`); summary.json records the SHA-256 of each
+Parquet file (``sha256``), checked by :func:`load_screen`, and the code version: a finished
+screen of the same settings is reused only when this code wrote it (another version is
+refused unless overwritten, see :func:`claim_screen_dir`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..runtime.versions import code_version
+from ..storage.atomic import atomic_path
+from ..storage.identity import sha256_file
+from ..storage.outdir import claim_output_dir, read_json_file
 from .analysis import FLOAT_KEYS, INT_KEYS
 from .config import FORMAT
 
@@ -54,47 +60,41 @@ class ScreenResult:
 
 # ---- writing --------------------------------------------------------------------------------
 
+def _own(name: str) -> bool:
+    return name in _OWN
+
+
+def claim_screen_dir(out: Path, chash: str, identity: dict[str, Any],
+                     overwrite: bool) -> dict[str, Any] | None:
+    """The summary of a finished screen with this hash in ``out`` (to reuse), else None (new,
+    empty, or ``overwrite``); creates ``out``. ValueError (one line) when ``out`` holds
+    another screen (unless ``overwrite``), a screen of the same settings written by another
+    code version (unless ``overwrite``: its results may differ), or foreign files."""
+    prev = claim_output_dir(out, marker=SUMMARY, fmt=FORMAT, config_hash=chash,
+                            identity=identity, own=_own, what="drug screen",
+                            overwrite=overwrite)
+    if prev is None or overwrite:
+        return None
+    if prev.get("code_version") != code_version():
+        raise ValueError(f"{out} holds this screen written by cardiotwin "
+                         f"{prev.get('code_version')!s}, not by this code ({code_version()}): "
+                         "its results may differ; use --overwrite (overwrite=True) to "
+                         "recompute it, or a new output directory")
+    return prev
+
+
 def check_out_dir(out: Path, chash: str, overwrite: bool) -> dict[str, Any] | None:
-    """The summary of a finished screen with this hash in ``out`` (to reuse), else None;
-    ValueError when ``out`` holds another screen (unless overwrite) or foreign files."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise ValueError(f"output path {out} exists and is not a directory")
-    if (out / SUMMARY).is_file():
-        try:
-            prev = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read {out / SUMMARY}: {e}") from e
-        if prev.get("format") != FORMAT:
-            raise ValueError(f"{out} holds a {SUMMARY} that is not a drug screen's")
-        if prev.get("config_hash") == chash and not overwrite:
-            return prev
-        if prev.get("config_hash") != chash and not overwrite:
-            raise ValueError(f"{out} holds another screen (config hash "
-                             f"{prev.get('config_hash', '?')[:12]}, this one {chash[:12]}); use "
-                             "a new output directory or overwrite=True (--overwrite)")
-        return None
-    foreign = sorted(p.name for p in out.iterdir()
-                     if p.name not in _OWN and not p.name.endswith(".tmp"))
-    if foreign:
-        raise ValueError(f"output directory {out} is not empty and holds no {SUMMARY} (found "
-                         f"{', '.join(foreign[:5])}); use a new or empty directory")
-    return None
+    """:func:`claim_screen_dir` without the identity (kept for callers of the old name)."""
+    return claim_screen_dir(out, chash, {}, overwrite)
 
 
-def _replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def write_parquet(table, path: Path) -> None:
+def write_parquet(table, path: Path) -> str:
+    """Write ``table`` (zstd) atomically to ``path``; its SHA-256 (hex)."""
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    _replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return sha256_file(path)
 
 
 def make_tables(columns: dict[str, np.ndarray], cell_ids: np.ndarray, multipliers: np.ndarray,
@@ -125,18 +125,45 @@ def make_tables(columns: dict[str, np.ndarray], cell_ids: np.ndarray, multiplier
     return results, cells, tr
 
 
-def load_screen(out_dir: str | os.PathLike) -> ScreenResult:
-    """Open a finished screen directory (ValueError when it is not one)."""
+def _read_table(out: Path, name: str, digests: dict[str, str] | None):
+    """The Parquet file ``out/name``, checked against its recorded SHA-256 (``digests``; None:
+    a screen written before checksums were recorded). ValueError naming the file when it is
+    missing, damaged or unreadable."""
     import pyarrow.parquet as pq
 
-    out = Path(out_dir)
+    path = out / name
+    if not path.is_file():
+        raise ValueError(f"{path}: missing from the finished screen {out}; recompute it "
+                         "(--overwrite)")
+    if digests is not None:
+        want = digests.get(name)
+        if want is None:
+            raise ValueError(f"{out / SUMMARY}: no SHA-256 recorded for {name}")
+        found = sha256_file(path)
+        if found != want:
+            raise ValueError(f"{path} is damaged: SHA-256 {found[:12]}, recorded "
+                             f"{want[:12]}; recompute the screen (--overwrite)")
     try:
-        summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{out} is not a finished drug screen: no {SUMMARY}") from None
+        return pq.read_table(path)
+    except (OSError, ValueError) as e:          # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{path}: cannot read it ({e}); recompute the screen "
+                         "(--overwrite)") from None
+
+
+def load_screen(out_dir: str | os.PathLike) -> ScreenResult:
+    """Open a finished screen directory; ValueError when it is not one, or when a results file
+    is missing or does not match the SHA-256 recorded in summary.json (named)."""
+    out = Path(out_dir)
+    if not (out / SUMMARY).is_file():
+        raise ValueError(f"{out} is not a finished drug screen: no {SUMMARY}")
+    summary = read_json_file(out / SUMMARY, "drug screen summary")
     if summary.get("format") != FORMAT:
-        raise ValueError(f"{out / SUMMARY} is not a drug screen summary")
-    tr = pq.read_table(out / FILES["traces"]).to_pylist()
+        raise ValueError(f"{out / SUMMARY} is not a drug screen summary (format "
+                         f"{summary.get('format')!r}, expected {FORMAT!r})")
+    digests = summary.get("sha256")
+    if digests is not None and not isinstance(digests, dict):
+        raise ValueError(f"{out / SUMMARY}: sha256 must be an object of file name -> digest")
+    tables = {k: _read_table(out, FILES[k], digests) for k in ("results", "cells", "traces")}
     figs = {k: out / v for k, v in FIGURES.items() if (out / v).is_file()}
-    return ScreenResult(summary, pq.read_table(out / FILES["results"]),
-                        pq.read_table(out / FILES["cells"]), tr, out, figs)
+    return ScreenResult(summary, tables["results"], tables["cells"],
+                        tables["traces"].to_pylist(), out, figs)
