@@ -475,8 +475,10 @@ def test_ap_csv(tmp_path):
                          sample_interval_ms=0.2)
     assert coarse.n_samples == (ap.n_samples + 1) // 2
     (tmp_path / "bad.csv").write_text("t_ms,v_mV\n0,1\n0.1,nan\n0.2,3\n")
-    with pytest.raises(RecordingError, match="v_mV: 1 non-finite"):
+    with pytest.raises(RecordingError, match=r"bad\.csv: v_mV: line 3, column 2: expected a "
+                       "finite number, found 'nan'") as ei:
         read_ap_csv(tmp_path / "bad.csv")
+    assert ei.value.field == "v_mV" and ei.value.source == str(tmp_path / "bad.csv")
 
 
 # ----------------------------------------------------------------------------- leak

@@ -28,15 +28,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gzip
-import io
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import savgol_coeffs, savgol_filter
+
+from .trace_csv import (
+    MEMBRANE_POTENTIAL_COLUMNS,
+    STIMULUS_COLUMNS,
+    Want,
+    read_csv_trace,
+)
 
 STATUSES = ("ok", "quiescent", "non_repolarizing", "unstable")
 BATCH_KEYS = (
@@ -44,8 +48,6 @@ BATCH_KEYS = (
     "dvdt_max_V_per_s", "apd30_ms", "apd50_ms", "apd90_ms", "n_eads", "ead_fraction",
 )
 
-_COLUMNS = (("t_ms", "v_mV", 1.0), ("time_s", "voltage_mV", 1000.0))
-_CURRENT_COLUMNS = ("injected_current_pA_per_pF", "i_stim", "i_pA_per_pF")
 
 
 @dataclass(frozen=True)
@@ -162,35 +164,22 @@ def _jsonable(x):
 def load_trace_csv(path, *, with_current: bool = False):
     """Read a trace from .csv or .csv.gz -> (t_ms, v_mV) [, i_pA_per_pF or None].
 
-    Columns ``t_ms, v_mV`` or ``time_s, voltage_mV`` (seconds are converted to ms). With
-    ``with_current``, also the injected current (``injected_current_pA_per_pF``) or None.
-    Raises ValueError naming the file when the columns are missing or time is not increasing.
+    Columns: time ``t_ms`` / ``time_ms`` (ms) or ``time_s`` (s, converted to ms) and membrane
+    potential ``v_mV`` / ``voltage_mV`` (mV); with ``with_current``, also the injected current
+    (``injected_current_pA_per_pF``, ``i_stim`` or ``i_pA_per_pF``, pA/pF) or None. Read by
+    :func:`cardiotwin.trace_csv.read_csv_trace` (finite values, strictly increasing and
+    uniformly sampled time, >= 2 samples); a TraceCsvError (ValueError) names the file, line
+    and column otherwise.
     """
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="") as fh:
-        header = [c.strip() for c in fh.readline().strip().split(",")]
-        text = fh.read()
-    for tcol, vcol, scale in _COLUMNS:
-        if tcol in header and vcol in header:
-            break
-    else:
-        raise ValueError(
-            f"{path}: expected columns (t_ms, v_mV) or (time_s, voltage_mV); found {header}")
-    cols = [header.index(tcol), header.index(vcol)]
-    ccol = next((c for c in _CURRENT_COLUMNS if c in header), None) if with_current else None
-    if ccol is not None:
-        cols.append(header.index(ccol))
-    data = np.loadtxt(io.StringIO(text), delimiter=",", usecols=cols, ndmin=2)
-    if data.shape[0] < 2:
-        raise ValueError(f"{path}: fewer than 2 samples")
-    t_ms = data[:, 0] * scale
-    if not np.all(np.diff(t_ms) > 0):
-        raise ValueError(f"{path}: time column {tcol!r} is not strictly increasing")
-    v_mV = data[:, 1]
+    roles = {"v": Want("a voltage column", MEMBRANE_POTENTIAL_COLUMNS)}
     if with_current:
-        return t_ms, v_mV, (data[:, 2] if ccol is not None else None)
-    return t_ms, v_mV
+        roles["i"] = Want("an injected-current column", STIMULUS_COLUMNS, required=False)
+    tr = read_csv_trace(path, roles)
+    v_mV = tr.columns["v"].values
+    if with_current:
+        i = tr.get("i")
+        return tr.t_ms, v_mV, (i.values if i is not None else None)
+    return tr.t_ms, v_mV
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -205,7 +194,7 @@ def noise_sd(v_mV) -> float:
 
 
 def _odd(n: float, lo: int = 1) -> int:
-    n = max(lo, int(round(n)))
+    n = max(lo, round(n))
     return n if n % 2 else n + 1
 
 
@@ -239,7 +228,7 @@ def _stim_mask(i_stim, n, dt, cfg: FeatureConfig):
     mask = dev > thr
     if not mask.any():
         return None
-    pad = int(math.ceil(cfg.stim_pad_ms / dt))
+    pad = math.ceil(cfg.stim_pad_ms / dt)
     return uniform_filter1d(mask.astype(float), 2 * pad + 1, mode="constant") > 0
 
 
@@ -313,7 +302,7 @@ def analyze_trace(t_ms, v_mV, *, i_stim=None, aggregate: str = "median",
     h_detect = w_detect // 2
 
     # --- upstroke candidates: rise >= min amplitude above the trailing-window minimum
-    h = max(1, int(round(cfg.upstroke_window_ms / dt / 2)))
+    h = max(1, round(cfg.upstroke_window_ms / dt / 2))
     centred = minimum_filter1d(vd, 2 * h + 1, mode="nearest")
     trailing = np.empty(n)
     trailing[h:] = centred[: n - h]
@@ -322,8 +311,8 @@ def analyze_trace(t_ms, v_mV, *, i_stim=None, aggregate: str = "median",
     cand = rise >= cfg.min_amplitude_mV
     starts = np.flatnonzero(cand & ~np.concatenate(([False], cand[:-1])))
 
-    refr = max(1, int(round(cfg.refractory_ms / dt)))
-    psearch = max(1, int(round(cfg.peak_search_ms / dt)))
+    refr = max(1, round(cfg.refractory_ms / dt))
+    psearch = max(1, round(cfg.peak_search_ms / dt))
     ups: list[tuple[int, int]] = []        # (upstroke start index, peak index)
     for s in starts:
         s = int(s)
@@ -420,8 +409,8 @@ def _status(t, vd, beats, cfg, tf, rise):
     t_end = float(t[-1])
     if not beats:
         med = float(np.median(vd))
-        reasons = [f"no upstroke > {cfg.min_amplitude_mV:g} mV amplitude (largest rise "
-                   f"{float(rise.max()):.1f} mV within {cfg.upstroke_window_ms:g} ms)",
+        reasons = [(f"no upstroke > {cfg.min_amplitude_mV:g} mV amplitude (largest rise "
+                   f"{float(rise.max()):.1f} mV within {cfg.upstroke_window_ms:g} ms)"),
                    f"membrane potential {med:.1f} mV (range {vd.min():.1f} to {vd.max():.1f} mV)"]
         if med > thr:
             reasons.append(f"depolarized: resting above {thr:g} mV")
@@ -434,24 +423,24 @@ def _status(t, vd, beats, cfg, tf, rise):
     stuck = t_end - float(t[min(i_stuck, t.size - 1)])
     if i_stuck < t.size and stuck >= cfg.stuck_ms:
         return "non_repolarizing", [
-            f"stuck above {thr:g} mV for the last {stuck:.0f} ms (mean "
-            f"{float(np.mean(vd[i_stuck:])):.1f} mV, last AP at {beats[-1].peak_time_ms:.1f} ms)"]
+            (f"stuck above {thr:g} mV for the last {stuck:.0f} ms (mean "
+            f"{float(np.mean(vd[i_stuck:])):.1f} mV, last AP at {beats[-1].peak_time_ms:.1f} ms)")]
     followed = beats[:-1]
     if followed:
         bad = [b for b in followed if not b.below_threshold]
         if 2 * len(bad) > len(followed):
             return "non_repolarizing", [
-                f"{len(bad)} of {len(followed)} APs do not repolarize below {thr:g} mV before "
-                f"the next upstroke (median MDP {tf.mdp_mV:.1f} mV)"]
+                (f"{len(bad)} of {len(followed)} APs do not repolarize below {thr:g} mV before "
+                f"the next upstroke (median MDP {tf.mdp_mV:.1f} mV)")]
     if len(beats) == 1:
         b = beats[0]
         after = t_end - b.peak_time_ms
         if b.repolarized and after >= cfg.quiescent_after_ms:
-            return "quiescent", [f"only 1 AP (peak at {b.peak_time_ms:.1f} ms), then no AP for "
-                                 f"{after:.0f} ms (resting at {float(vd[-1]):.1f} mV)"]
+            return "quiescent", [(f"only 1 AP (peak at {b.peak_time_ms:.1f} ms), then no AP for "
+                                 f"{after:.0f} ms (resting at {float(vd[-1]):.1f} mV)")]
         return "ok", [f"1 AP (peak at {b.peak_time_ms:.1f} ms): too short to measure a cycle"]
-    reasons = [f"{len(beats)} APs, cycle length {tf.cycle_length_ms:.1f} ms, "
-               f"MDP {tf.mdp_mV:.1f} mV, APD90 {tf.apd90_ms:.1f} ms"]
+    reasons = [(f"{len(beats)} APs, cycle length {tf.cycle_length_ms:.1f} ms, "
+               f"MDP {tf.mdp_mV:.1f} mV, APD90 {tf.apd90_ms:.1f} ms")]
     if tf.n_eads:
         reasons.append(f"EADs in {tf.n_eads} of {tf.n_complete} complete beats")
     return "ok", reasons
