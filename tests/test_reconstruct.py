@@ -192,7 +192,7 @@ def test_pair_generator_on_ray(ray_session, tmp_path):
     assert train_main([str(tmp_path / "pairs"), "--out", str(tmp_path / "m"), "--epochs", "1",
                        "--filters", "4", "--depth", "2", "--kernel-size", "3"]) == 0
     assert load_reconstructor(tmp_path / "m").window == cfg.window
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ValueError, match="another pair store"):
         generate_pairs(_small_pairs_config(seed=4), tmp_path / "pairs", log=None)
     with pytest.raises(ValueError, match="nodrug"):
         _small_pairs_config(drugs=("nodrug",))

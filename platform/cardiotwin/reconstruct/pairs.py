@@ -15,57 +15,74 @@ at ``IC50_min x 10^U(conc_decades)`` (IC50_min: the drug's most potent block), t
    ``windows.spike_signal`` (the spike peak, as detected in use) within 10 ms; every window
    that fits in the recording is kept.
 
-Everything about cell i depends only on (seed, i). Store layout as population stores (atomic
-shards ``shard-XXXXXX.parquet`` + sidecars, written by the workers; ``manifest.json`` of
-format ``cardiotwin.reconstruct-pairs/1`` by the driver); a re-run skips complete shards. Row:
+Everything about cell i depends only on (seed, i). The store has the population store's
+guarantees, by its machinery (``population.store``: ``ShardWriter`` atomic shards
+``shard-XXXXXX.parquet`` + sidecars written by the workers, ``complete_shard`` verifying them);
+``manifest.json`` (format ``cardiotwin.reconstruct-pairs/1``, config hash, code version) is
+written atomically by the driver. The output directory is claimed (``storage.outdir``: new, or
+this store; a store written by another code version only with ``allow_code_change``) and
+locked against a second writer (``storage.lock``); a re-run regenerates exactly the shards that
+are missing, torn or damaged. Row:
 cell_id, beat, drug, conc_nM, c_junction, densities[13], highpass_hz, snr, noise_sd_uV,
 anchor_ms, multipliers[52], eap_uV[length], iap_mV[length] (raw; normalized when read).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
+import itertools
 import os
+import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from ..population.config import shard_bounds
+from ..settings import (
+    ClosedFraction,
+    Fraction,
+    NonNegativeInt,
+    NonNegativeMs,
+    PositiveInt,
+    PositiveMs,
+    Settings,
+    TemperatureK,
+)
+from ..storage.identity import identity_hash
 from .electrode import ElectrodeConfig, add_noise, extracellular
 from .windows import WindowConfig, cut, spike_signal, window_starts
 
 FORMAT = "cardiotwin.reconstruct-pairs/1"
+MANIFEST = "manifest.json"
 FINE_DT_MS = 0.1
 SPLITS = ("train", "val", "test")
 
 
-class PairConfig(BaseModel):
+class PairConfig(Settings):
     """A pair store: the cells, the drugs, the electrode and the windows."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    n_cells: int = Field(200, ge=1, description="cells simulated (cell_id 0 .. n_cells-1)")
-    spread: float = Field(0.4, gt=0, lt=1, description="multipliers U(1 - spread, 1 + spread)")
-    seed: int = Field(0, ge=0, description="sampling seed (multipliers, drugs, junctions, "
-                                           "noise)")
+    n_cells: PositiveInt = Field(200, description="cells simulated (cell_id 0 .. n_cells-1)")
+    spread: Fraction = Field(0.4, description="multipliers U(1 - spread, 1 + spread)")
+    seed: NonNegativeInt = Field(0, description="sampling seed (multipliers, drugs, junctions, "
+                                                "noise)")
     drugs: tuple[str, ...] = Field(
         ("e4031", "verapamil", "nifedipine", "lidocaine", "cisapride", "quinine"),
         description="drugs drawn for the drug-treated cells (names of drugs.catalog)")
-    drug_fraction: float = Field(0.6, ge=0, le=1, description="fraction of cells with a drug")
+    drug_fraction: ClosedFraction = Field(0.6, description="fraction of cells with a drug")
     conc_decades: tuple[float, float] = Field(
         (-1.0, 1.0), description="log10(concentration / the drug's lowest IC50) range")
-    prepace_ms: float = Field(5000.0, ge=0, description="free-running time before recording "
-                                                        "(ms)")
-    duration_ms: float = Field(3000.0, gt=0, description="recorded time per cell (ms)")
-    temperature_K: float = Field(310.0, description="simulation temperature (K)")
+    prepace_ms: NonNegativeMs = Field(5000.0, description="free-running time before "
+                                                          "recording (ms)")
+    duration_ms: PositiveMs = Field(3000.0, description="recorded time per cell (ms)")
+    temperature_K: TemperatureK = Field(310.0, description="simulation temperature (K)")
     electrode: ElectrodeConfig = Field(default_factory=ElectrodeConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
-    shard_size: int = Field(50, ge=1, description="cells per shard")
+    shard_size: PositiveInt = Field(50, description="cells per shard")
 
     @field_validator("drugs")
     @classmethod
@@ -85,8 +102,9 @@ class PairConfig(BaseModel):
         return shard_bounds(self.n_cells, self.shard_size, index)
 
     def config_hash(self) -> str:
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        """The store's identity: :func:`~cardiotwin.storage.identity.identity_hash` of every
+        field (the code version is recorded beside it, not in it)."""
+        return identity_hash(self.model_dump(mode="json"))
 
 
 def split_of(cell_ids) -> np.ndarray:
@@ -120,7 +138,7 @@ def ap_clamp_currents(v_mV: np.ndarray, inputs: np.ndarray, state0: np.ndarray,
     from ..simulate import simulate_voltage_clamp
 
     v = np.asarray(v_mV, dtype=np.float64)
-    segs = tuple(Segment(FINE_DT_MS, a, b) for a, b in zip(v[:-1], v[1:]))
+    segs = tuple(Segment(FINE_DT_MS, a, b) for a, b in itertools.pairwise(v))
     res = simulate_voltage_clamp(Protocol(segs, FINE_DT_MS, temperature_K), inputs[None, :],
                                  record_currents=True, initial_state=state0[None, :])
     return {k: c[0].astype(np.float64) for k, c in res.currents.items()}
@@ -148,7 +166,7 @@ def simulate_cells(cfg: PairConfig, first: int, n: int) -> tuple[dict[str, list]
     from ..simulate import simulate_current_clamp
 
     w = cfg.window
-    k = int(round(w.sample_interval_ms / FINE_DT_MS))
+    k = round(w.sample_interval_ms / FINE_DT_MS)
     if abs(k * FINE_DT_MS - w.sample_interval_ms) > 1e-9:
         raise ValueError(f"window sample_interval_ms must be a multiple of {FINE_DT_MS} ms")
     m = sample_multipliers(n, cfg.spread, cfg.seed, first).astype(np.float32)
@@ -189,7 +207,7 @@ def simulate_cells(cfg: PairConfig, first: int, n: int) -> tuple[dict[str, list]
         v_c, e_c = _block_mean(v_fine, k), _block_mean(e_fine, k)
         e_noisy, sd = add_noise(e_c, junction["snr"], rng)
         ups = _upstrokes(v_c, w.sample_interval_ms, w.refractory_ms)
-        r = max(1, int(round(10.0 / w.sample_interval_ms)))
+        r = max(1, round(10.0 / w.sample_interval_ms))
         sp = spike_signal(e_noisy, w)
         anchors = np.array([max(0, u - r) + int(np.argmax(sp[max(0, u - r):u + r + 1]))
                             for u in ups], dtype=np.int64)
@@ -252,86 +270,95 @@ def _table(rows: dict[str, list], schema):
 
 
 def write_shard(cfg: PairConfig, index: int, out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Simulate shard ``index`` and write it atomically (Parquet, then its sidecar)."""
-    import pyarrow.parquet as pq
-
-    from ..population.store import shard_name, sidecar_name, write_json_atomic
+    """Simulate shard ``index`` and write it atomically with its sidecar
+    (``population.store.ShardWriter``: Parquet, then the sidecar); returns the sidecar."""
+    from ..population.store import ShardWriter
 
     t0 = time.perf_counter()
-    out = Path(out_dir)
     first, n = cfg.shard_bounds(index)
     rows, counts = simulate_cells(cfg, first, n)
     table = _table(rows, make_schema(cfg.window.length))
-    path = out / shard_name(index)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    no_window = counts.pop("no_window", 0)  # ok cells without a complete window
-    summary = {"index": index, "first_cell_id": first, "n_cells": n,
-               "config_hash": cfg.config_hash(), "file": path.name, "rows_kept": table.num_rows,
-               "cells_kept": len(set(rows["cell_id"])), "status_counts": dict(counts),
-               "ok_cells_without_window": no_window,
-               "wall_s": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
-    write_json_atomic(out / sidecar_name(index), summary)
-    return summary
+    writer = ShardWriter(out_dir, index, table.schema)
+    try:
+        writer.write(table)
+        no_window = counts.pop("no_window", 0)  # ok cells without a complete window
+        return writer.commit({
+            "index": index, "first_cell_id": first, "n_cells": n,
+            "config_hash": cfg.config_hash(), "cells_kept": len(set(rows["cell_id"])),
+            "status_counts": dict(counts), "ok_cells_without_window": no_window,
+            "wall_s": round(time.perf_counter() - t0, 3), "pid": os.getpid(),
+            "host": socket.gethostname()})
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def _shard_task(cfg_json: str, index: int, out_dir: str) -> dict[str, Any]:
-    try:
+    with contextlib.suppress(Exception):  # a performance setting only
         import numba
 
         numba.set_num_threads(1)
-    except Exception:  # noqa: BLE001 - a performance setting only
-        pass
     return write_shard(PairConfig.model_validate_json(cfg_json), index, out_dir)
 
 
 # ---- the driver ---------------------------------------------------------------------------------
 
-def _read_manifest(out: Path) -> dict[str, Any] | None:
-    p = out / "manifest.json"
-    if not p.is_file():
-        return None
-    m = json.loads(p.read_text(encoding="utf-8"))
-    if m.get("format") != FORMAT:
-        raise ValueError(f"{p}: not a pair store manifest (format {FORMAT!r} expected)")
-    return m
+def _claim(out: Path, cfg: PairConfig, allow_code_change: bool) -> dict[str, Any] | None:
+    """The previous manifest of this store in ``out`` (None: a new store); ValueError for
+    another store, foreign files, or a store written by other code without
+    ``allow_code_change``."""
+    from ..runtime.versions import code_version
+    from ..storage.outdir import claim_output_dir
 
-
-def _check_out(out: Path, chash: str) -> None:
-    if not out.exists():
-        out.mkdir(parents=True)
-        return
-    if not out.is_dir():
-        raise ValueError(f"output path {out} exists and is not a directory")
-    m = _read_manifest(out)
-    if m is not None:
-        if m.get("config_hash") != chash:
-            raise ValueError(f"directory {out} holds a pair store of another configuration "
-                             f"(config hash {m.get('config_hash', '?')[:12]}…); use a new "
-                             "directory or the same settings to resume")
-        return
-    if any(not p.name.endswith(".tmp") for p in out.iterdir()):
-        raise ValueError(f"output directory {out} is not empty and holds no manifest.json; "
-                         "use a new or empty directory")
+    prev = claim_output_dir(out, marker=MANIFEST, fmt=FORMAT, config_hash=cfg.config_hash(),
+                            identity=cfg.model_dump(mode="json"),
+                            own=lambda name: name.startswith("shard-"), what="pair store")
+    here = code_version()
+    if prev is not None and prev.get("code_version") != here and not allow_code_change:
+        raise ValueError(f"directory {out} holds a pair store written by cardiotwin "
+                         f"{prev.get('code_version', 'of unknown version')}, this is {here}; "
+                         "pass allow_code_change=True (--allow-code-change) to resume it with "
+                         "this code, or use a new directory")
+    return prev
 
 
 def generate_pairs(cfg: PairConfig, out_dir: str | os.PathLike, *, n_workers: int | None = None,
                    num_cpus: int | None = None, ray_address: str | None = None,
-                   log: Callable[[str], None] | None = print) -> dict[str, Any]:
+                   allow_code_change: bool = False, timeout_s: float | None = None,
+                   max_attempts: int = 3, log: Callable[[str], None] | None = print
+                   ) -> dict[str, Any]:
     """Generate (or resume) the pair store of ``cfg`` in ``out_dir`` with one Ray task per
-    shard (one CPU each, at most ``n_workers`` at a time); returns the manifest."""
-    import ray
+    shard (one CPU each, at most ``n_workers`` at a time); returns the manifest.
 
-    from ..population.generate import init_ray, package_versions
-    from ..population.store import complete_shard, remove_stale_temporaries, write_json_atomic
+    The directory is claimed (``storage.outdir``: new, or this store) and locked against a
+    second writer (``storage.lock``) for the whole run; shards that are not complete
+    (``population.store.complete_shard``: missing, torn, damaged, or of another config) are
+    (re)generated. Sidecars and manifest record the code version. ``timeout_s``: a shard running longer is presumed hung and retried (default:
+    5 x the slowest completed shard, at least 10 min); ``max_attempts``: tries per shard.
+    """
+    from ..population.store import remove_stale_temporaries
+    from ..storage.lock import DirectoryLock
 
     out = Path(out_dir).resolve()
+    _claim(out, cfg, allow_code_change)  # refuse before taking anything
+    with DirectoryLock(out):
+        prev = _claim(out, cfg, allow_code_change)  # as it is now that we hold the lock
+        remove_stale_temporaries(out)
+        return _generate_locked(cfg, out, prev, n_workers=n_workers,
+                                num_cpus=num_cpus, ray_address=ray_address, timeout_s=timeout_s,
+                                max_attempts=max_attempts, log=log)
+
+
+def _generate_locked(cfg: PairConfig, out: Path, prev: dict[str, Any] | None, *, n_workers,
+                     num_cpus, ray_address, timeout_s, max_attempts, log) -> dict[str, Any]:
+    import ray
+
+    from ..population.store import complete_shard
+    from ..runtime import FanOut, init_ray
+    from ..runtime.versions import code_version, package_versions
+    from ..storage.atomic import write_json_atomic
+
     chash = cfg.config_hash()
-    _check_out(out, chash)
-    remove_stale_temporaries(out)
     t0 = time.perf_counter()
     done: dict[int, dict[str, Any]] = {}
     for i in range(cfg.n_shards):
@@ -339,6 +366,8 @@ def generate_pairs(cfg: PairConfig, out_dir: str | os.PathLike, *, n_workers: in
         if side is not None:
             done[i] = side
     pending = [i for i in range(cfg.n_shards) if i not in done]
+    if log and prev is not None and pending:
+        log(f"resuming {out}: {len(done)} of {cfg.n_shards} shards complete")
 
     def manifest(status: str) -> dict[str, Any]:
         shards = [done[i] for i in sorted(done)]
@@ -353,8 +382,9 @@ def generate_pairs(cfg: PairConfig, out_dir: str | os.PathLike, *, n_workers: in
                         "ok_cells_without_window": sum(s.get("ok_cells_without_window", 0)
                                                        for s in shards),
                         "status_counts": dict(counts)},
-             "versions": package_versions(), "wall_s": round(time.perf_counter() - t0, 3)}
-        write_json_atomic(out / "manifest.json", m)
+             "code_version": code_version(), "versions": package_versions(),
+             "wall_s": round(time.perf_counter() - t0, 3)}
+        write_json_atomic(out / MANIFEST, m)
         return m
 
     manifest("running")
@@ -362,43 +392,62 @@ def generate_pairs(cfg: PairConfig, out_dir: str | os.PathLike, *, n_workers: in
         started = init_ray(num_cpus, ray_address, "auto")
         try:
             limit = max(1, int(n_workers or ray.available_resources().get("CPU", 1)))
-            task = ray.remote(num_cpus=1, max_retries=2)(_shard_task)
+            task = ray.remote(num_cpus=1, max_retries=1)(_shard_task)
             cfg_json = cfg.model_dump_json()
-            queue, running = list(pending), {}
-            while queue or running:
-                while queue and len(running) < limit:
-                    i = queue.pop(0)
-                    running[task.remote(cfg_json, i, str(out))] = i
-                ready, _ = ray.wait(list(running), num_returns=1)
-                for ref in ready:
-                    i = running.pop(ref)
-                    done[i] = ray.get(ref)
-                    if log:
-                        log(f"shard {i}: {done[i]['rows_kept']} windows from "
-                            f"{done[i]['cells_kept']}/{done[i]['n_cells']} cells "
-                            f"({done[i]['wall_s']:.1f} s)")
+            fan: FanOut[int] = FanOut(
+                lambda _, i: task.remote(cfg_json, i, str(out)), n_workers=limit,
+                max_attempts=max_attempts, timeout_s=timeout_s,
+                timeout_factor=None if timeout_s else 5.0, min_timeout_s=600.0,
+                describe=lambda i: f"shard {i}", echo=log)
+            for i, side in fan.run(pending):
+                # the driver sees what the worker wrote (shared storage), complete and intact
+                if complete_shard(out, i, chash, *cfg.shard_bounds(i)) is None:
+                    raise ValueError(f"shard {i} reported written by a worker is missing or "
+                                     f"incomplete in {out}: the output directory must be on "
+                                     "storage shared by the driver and every node")
+                done[i] = side
+                if log:
+                    log(f"shard {i}: {side['rows_kept']} windows from {side['cells_kept']}/"
+                        f"{side['n_cells']} cells ({side['wall_s']:.1f} s)")
                 manifest("running")
         finally:
             if started:
                 ray.shutdown()
     return manifest("complete")
 
-
 # ---- reading ------------------------------------------------------------------------------------
+
+def read_pair_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of the pair store at ``path``; ValueError naming the file when it is
+    missing, torn or of another format."""
+    from ..storage.outdir import read_json_file
+
+    p = Path(path) / MANIFEST
+    m = read_json_file(p, "pair store manifest")
+    if m.get("format") != FORMAT:
+        raise ValueError(f"{p}: not a pair store manifest (format {FORMAT!r} expected, found "
+                         f"{m.get('format')!r})")
+    return m
+
 
 def load_pairs(path: str | os.PathLike, columns: tuple[str, ...] | None = None
                ) -> dict[str, np.ndarray]:
-    """All rows of a complete pair store as arrays (list columns as 2-D float32)."""
+    """All rows of a complete pair store as arrays (list columns as 2-D float32). Every shard
+    is verified first (``population.store.complete_shard``): a damaged one is a ValueError
+    naming it (re-running the generation regenerates it)."""
     import pyarrow.parquet as pq
 
-    from ..population.store import list_to_numpy
+    from ..population.store import complete_shard, list_to_numpy
 
     out = Path(path)
-    m = _read_manifest(out)
-    if m is None:
-        raise ValueError(f"{out} is not a pair store: no manifest.json")
-    if m.get("status") != "complete":
+    m = read_pair_manifest(out)
+    if m.get("status") != "complete" or len(m.get("shards", [])) != m.get("n_shards"):
         raise ValueError(f"{out}: the generation has not finished; re-run it to resume")
+    for s in m["shards"]:
+        if complete_shard(out, s["index"], m["config_hash"], s["first_cell_id"],
+                          s["n_cells"]) is None:
+            raise ValueError(f"{out / s['file']}: shard missing, incomplete or damaged; re-run "
+                             "the generation to regenerate it")
     tables = [pq.read_table(out / s["file"], columns=list(columns) if columns else None)
               for s in m["shards"]]
     import pyarrow as pa
