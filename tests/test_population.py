@@ -21,9 +21,11 @@ from cardiotwin.model import INFERRED_NAMES  # noqa: E402
 from cardiotwin.population import (GenerationConfig, generate_population,  # noqa: E402
                                    list_to_numpy, open_store, sample_multipliers,
                                    sample_population)
-from cardiotwin.population.config import canonical_json  # noqa: E402
-from cardiotwin.population.generate import (TEST_EXIT_MARKER, TEST_EXIT_ON_SHARD,  # noqa: E402
-                                            decimate, simulate_batch)
+from cardiotwin.decimation import decimate  # noqa: E402
+from cardiotwin.population.actor import TEST_EXIT_MARKER, TEST_EXIT_ON_SHARD  # noqa: E402
+from cardiotwin.population.batch import simulate_batch  # noqa: E402
+from cardiotwin.population.manifest import PopulationManifest  # noqa: E402
+from cardiotwin.storage.identity import canonical_json, sha256_file  # noqa: E402
 from cardiotwin.protocols import load_protocol  # noqa: E402
 
 N = 160
@@ -132,6 +134,16 @@ def test_run_stores_every_cell_once_and_manifest_matches(reference, protocol_pat
     assert m["i_total"]["n_samples"] == proto.n_samples == 3000
     assert m["code_version"] and m["runs"][-1]["cells_simulated"] == N
     assert m["cells_per_s"] > 0
+    # the typed manifest, the sidecars' checksums and code version
+    meta = PopulationManifest.from_dict(m)
+    assert meta.i_total.n_samples == 3000 and meta.sampling.range == [0.6, 1.4]
+    assert meta.code_versions == [m["code_version"]] == [meta.runs[-1].code_version]
+    for s in meta.shards:
+        side = json.loads((store.path / s.file.replace(".parquet", ".json")).read_text())
+        assert side["sha256"] == s.sha256 == sha256_file(store.path / s.file)
+        assert side["file_bytes"] == (store.path / s.file).stat().st_size
+        assert side["code_version"] == m["code_version"]
+        assert pq.ParquetFile(store.path / s.file).metadata.row_group(0).num_rows > 0
     # schema
     sch = store.schema
     assert str(sch.field("multipliers").type) == "fixed_size_list<element: float>[52]"
@@ -275,23 +287,46 @@ def test_a_dying_actor_does_not_fail_the_run(ray_cluster, protocol_path, referen
     assert_same_rows(sorted_table(store), sorted_table(reference))
 
 
+def test_config_hashes_of_existing_settings_are_unchanged():
+    """Hashes computed before the move onto settings.Settings and storage.identity (existing
+    stores must resume): run-only fields, shard_timeout_s included, do not enter."""
+    c = GenerationConfig(n_cells=160, seed=3, ap_duration_ms=1000.0, shard_size=50,
+                         keep_rejected=True, out_dir="x", shard_timeout_s=30.0, n_workers=7)
+    h = c.load_protocol().protocol_hash
+    assert c.config_hash(h) == "51aaf5db232ebe2dd8ca05ed76a14ac0498e3a3e18855c49bed865e27adfaab0"
+    c = GenerationConfig(n_cells=1000, spread=0.2, sampler="sobol", decimate_to_hz=1000,
+                         temperature_K=298, out_dir="x", n_workers=3)
+    h = c.load_protocol().protocol_hash
+    assert c.config_hash(h) == "ffe1c07f69062223f4a79793d93f80c84225a460e15785b329f49037e8845d20"
+    assert c.model_copy(update={"seed": 1}).config_hash(h) != c.config_hash(h)
+
+
 # ---- bad input: clear errors before any work ------------------------------------------------
 
 def test_invalid_settings_are_refused(protocol_path, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match="n_cells must be a positive integer"):
+    with pytest.raises(ValueError, match="n_cells"):
         make_config(protocol_path, out, n_cells=0)
     for bad in (0.0, 1.0, 1.5, -0.2):
-        with pytest.raises(ValueError, match=r"range \(spread\) must be in \(0, 1\)"):
+        with pytest.raises(ValueError, match="spread"):
             make_config(protocol_path, out, spread=bad)
-    with pytest.raises(ValueError, match="seed must be a non-negative"):
+    with pytest.raises(ValueError, match="seed"):
         make_config(protocol_path, out, seed=-1)
     with pytest.raises(ValueError, match="sampler"):
         make_config(protocol_path, out, sampler="grid")
-    with pytest.raises(ValueError, match="temperature_K must be in"):
+    with pytest.raises(ValueError, match="temperature_K"):
         make_config(protocol_path, out, temperature_K=400)
-    with pytest.raises(ValueError, match=r"n_cells must be a positive integer, found -5; range"):
+    with pytest.raises(ValueError, match="ap_duration_ms must be a multiple of 0.1 ms"):
+        make_config(protocol_path, out, ap_duration_ms=1000.05)
+    for field, bad in (("shard_size", 0), ("n_workers", 0), ("shard_timeout_s", -1.0),
+                       ("decimate_to_hz", 0.0), ("protocol", "  ")):
+        with pytest.raises(ValueError, match=field):
+            make_config(protocol_path, out, **{field: bad})
+    # one plain line per field, expected and found
+    with pytest.raises(ValueError) as e:
         GenerationConfig.create(n_cells=-5, spread=2, out_dir=out)
+    assert str(e.value) == ("n_cells: Input should be greater than 0, found -5; spread: Input "
+                            "should be less than 1, found 2")
     assert not out.exists()
 
 
@@ -338,11 +373,11 @@ def test_another_config_on_an_existing_store_is_refused(reference, protocol_path
     (out / "shard-000001.parquet.tmp").write_bytes(b"leftover")
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
     _no_work(monkeypatch)
-    with pytest.raises(ValueError, match=r"holds a dataset with config hash [0-9a-f]{64}; this "
-                                         r"run has [0-9a-f]{64} \(seed: 3 there, 4 here\); "
-                                         r"use a new --out"):
+    with pytest.raises(ValueError, match=r"holds another population store \(config hash "
+                                         r"[0-9a-f]{12}, this one [0-9a-f]{12}\): seed: 3 "
+                                         r"there, 4 here; use a new --out"):
         run(protocol_path, out, seed=4)
-    with pytest.raises(ValueError, match="holds a dataset with config hash"):
+    with pytest.raises(ValueError, match="holds another population store"):
         run(protocol_path, out, shard_size=32)
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
     assert after == before                                  # nothing touched
@@ -352,10 +387,10 @@ def test_command_line_errors(protocol_path, tmp_path, capsys):
     from cardiotwin.cli import main
 
     assert main(["generate", "--n-cells", "0", "--out", str(tmp_path / "o")]) == 2
-    assert "n_cells must be a positive integer" in capsys.readouterr().err
+    assert "n_cells: Input should be greater than 0, found 0" in capsys.readouterr().err
     assert main(["generate", "--n-cells", "5", "--range", "1.2", "--out",
                  str(tmp_path / "o")]) == 2
-    assert "range (spread) must be in (0, 1)" in capsys.readouterr().err
+    assert "spread: Input should be less than 1, found 1.2" in capsys.readouterr().err
     assert main(["generate", "--n-cells", "5", "--protocol", str(tmp_path / "x.json"),
                  "--out", str(tmp_path / "o")]) == 2
     assert "protocol file not found" in capsys.readouterr().err

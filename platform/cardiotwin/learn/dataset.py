@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..decimation import decimate
+
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 _SALT = np.uint64(0x9E3779B97F4A7C15)
@@ -34,8 +36,6 @@ def split_of(cell_ids: np.ndarray) -> np.ndarray:
 
 def pool(x: np.ndarray, k: int) -> np.ndarray:
     """(n, n_samples) -> (n, ceil(n_samples / k)) float32 block means (last block shorter)."""
-    from ..population.generate import decimate
-
     return decimate(np.asarray(x, dtype=np.float32), int(k), "mean")
 
 
@@ -65,8 +65,6 @@ class InputTransform:
 
     def from_protocol_rate(self, i_total: np.ndarray) -> np.ndarray:
         """Network input of traces sampled at the protocol's own interval (as recorded)."""
-        from ..population.generate import decimate
-
         k, method = self.store_decimation
         x = np.atleast_2d(np.asarray(i_total, dtype=np.float32))
         if k > 1:
@@ -138,9 +136,12 @@ class OutputScaling:
         return cls(np.asarray(d["low"], np.float64), np.asarray(d["high"], np.float64))
 
 
-def manifest_hash(manifest: dict[str, Any]) -> str:
+def manifest_hash(manifest) -> str:
     """sha256 of a store's data identity: its config hash, protocol hash and the shards (file,
-    rows). Stable across resumed runs (which rewrite run times in the manifest)."""
+    rows). Stable across resumed runs (which rewrite run times in the manifest). ``manifest``:
+    the manifest's dict or its :class:`~cardiotwin.population.manifest.PopulationManifest`."""
+    if hasattr(manifest, "to_dict"):
+        manifest = manifest.to_dict()
     ident = {"config_hash": manifest.get("config_hash"),
              "protocol_hash": manifest.get("protocol_hash"),
              "shards": [[s["file"], s.get("rows_kept", s.get("n_rows"))]
@@ -168,9 +169,10 @@ def _check_compatible(stores: list) -> None:
     for s in stores[1:]:
         for what, a, b in (("protocol_hash", first.protocol_hash, s.protocol_hash),
                            ("parameter_names", first.parameter_names, s.parameter_names),
-                           ("i_total", first.manifest["i_total"], s.manifest["i_total"]),
-                           ("sampling range", first.manifest["sampling"]["range"],
-                            s.manifest["sampling"]["range"])):
+                           ("i_total", first.meta.i_total.model_dump(),
+                            s.meta.i_total.model_dump()),
+                           ("sampling range", first.meta.sampling.range,
+                            s.meta.sampling.range)):
             if a != b:
                 raise ValueError(f"stores {first.path} and {s.path} differ in {what}: "
                                  f"{str(a)[:80]} vs {str(b)[:80]}; train on stores of one "
@@ -211,7 +213,8 @@ def load_dataset(stores, pool_k: int = 1, statuses=("ok",), protocol_hash: str |
             parts["cell_id"].append(b.column("cell_id").to_numpy())
             parts["multipliers"].append(list_to_numpy(b.column("multipliers")))
             parts["I_total"].append(pool(list_to_numpy(b.column("I_total")), pool_k))
-    n_stored = stores[0].manifest["i_total"]["n_samples"]
+    meta = stores[0].meta
+    n_stored = meta.i_total.n_samples
     ids = np.concatenate(parts["cell_id"]) if parts["cell_id"] else np.zeros(0, np.int64)
     if len(np.unique(ids)) != len(ids):
         raise ValueError("the stores share cell_ids (same seed twice?): a cell would be "
@@ -229,19 +232,19 @@ def load_dataset(stores, pool_k: int = 1, statuses=("ok",), protocol_hash: str |
     if min(sizes["train"], sizes["val"], sizes["test"]) < 1:
         raise ValueError(f"too few cells of status {list(statuses)} to split 70:10:20: "
                          f"{sizes} (need at least one per split)")
-    it = stores[0].manifest["i_total"]
+    it = meta.i_total
     info = {"stores": [str(s.path) for s in stores],
             "manifest_hashes": [manifest_hash(s.manifest) for s in stores],
-            "config_hashes": [s.manifest.get("config_hash") for s in stores],
-            "protocol_hash": stores[0].protocol_hash, "protocol": stores[0].manifest["protocol"],
-            "registry_version": stores[0].manifest.get("registry_version"),
-            "sampling_range": list(stores[0].manifest["sampling"]["range"]),
+            "config_hashes": [s.meta.config_hash for s in stores],
+            "protocol_hash": stores[0].protocol_hash, "protocol": meta.protocol,
+            "registry_version": meta.registry_version,
+            "sampling_range": list(meta.sampling.range),
             "statuses": list(statuses), "max_cells": max_cells, "split_sizes": sizes,
             "pool": int(pool_k), "n_stored": int(n_stored),
-            "store_decimation": (int(it["decimation_factor"]), it["decimation"]),
-            "i_total": {k: it[k] for k in ("n_samples", "sample_interval_ms",
-                                           "source_n_samples", "decimation_factor",
-                                           "decimation")}}
+            "store_decimation": (int(it.decimation_factor), it.decimation),
+            "i_total": {k: getattr(it, k) for k in ("n_samples", "sample_interval_ms",
+                                                    "source_n_samples", "decimation_factor",
+                                                    "decimation")}}
     return Dataset({s: x[sp == i] for i, s in enumerate(SPLITS)},
                    {s: m[sp == i] for i, s in enumerate(SPLITS)},
                    {s: ids[sp == i] for i, s in enumerate(SPLITS)}, info)
