@@ -1,5 +1,5 @@
-"""The ``cardiotwin reconstruct`` subcommand (added to cli.py with
-``add_reconstruct_parser(sub)``)::
+"""The ``cardiotwin reconstruct`` subcommand (:func:`register` adds it; ``func`` returns the
+exit code)::
 
   cardiotwin reconstruct REC.csv|REC.abf --model DIR [--out-dir OUT] [--sweep 0] [--channel C]
                          [--max-beats N]
@@ -43,6 +43,11 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
                    help="ABF ADC channel index (default: the first)")
     p.add_argument("--max-beats", type=int, default=None, metavar="N",
                    help="reconstruct at most the first N beats")
+
+
+def register(subparsers) -> None:
+    """Add ``reconstruct`` to the ``cardiotwin`` subcommands."""
+    add_reconstruct_parser(subparsers)
 
 
 def add_reconstruct_parser(subparsers) -> argparse.ArgumentParser:

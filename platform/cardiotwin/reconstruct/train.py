@@ -244,7 +244,7 @@ def main(argv=None) -> int:
     try:
         train_model(a.stores, a.out, ReconTrainConfig.create(**top, net=NetConfig.create(**net)),
                     overwrite=a.overwrite)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 2
     return 0
