@@ -1,6 +1,6 @@
-"""Command-line arguments of the protocol search (``cardiotwin protocol-search`` and
-tune/protocol_search.py). Options left out keep the study's defaults (or the values of
-``--config FILE.json``, a JSON object of :class:`SearchConfig` fields)."""
+"""Command-line arguments of the protocol search (``cardiotwin protocol-search``, added by
+:func:`register`, and tune/protocol_search.py). Options left out keep the study's defaults (or
+the values of ``--config FILE.json``, a JSON object of :class:`SearchConfig` fields)."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def run_from_args(a: argparse.Namespace) -> dict[str, Any]:
     config = config_from_args(a)
     started = False
     if a.compare:  # one Ray session for the search and the comparison
-        from ..population.generate import init_ray
+        from ..runtime import init_ray
 
         started = init_ray(a.num_cpus, a.ray_address, a.ship_package)
     try:
@@ -145,3 +145,18 @@ def run_from_args(a: argparse.Namespace) -> dict[str, Any]:
 
             ray.shutdown()
     return summary
+
+
+def run(a: argparse.Namespace) -> int:
+    """The ``protocol-search`` command (user errors propagate as ValueError)."""
+    run_from_args(a)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``protocol-search`` subcommand to an argparse subparsers object."""
+    ps = subparsers.add_parser("protocol-search", help="greedy voltage-protocol search on Ray "
+                                                       "Tune (resumable; same options as "
+                                                       "tune/protocol_search.py)")
+    add_search_arguments(ps)
+    ps.set_defaults(func=run)

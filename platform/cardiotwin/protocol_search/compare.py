@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,10 @@ from ..resources import training_resources
 from .cache import CacheEntry, simulate_from
 from .cells import build_cells
 from .config import SearchConfig
+
+
+TRAIN_TIMEOUT_FACTOR = 10.0   # a training is hung after this x the longest finished one ...
+TRAIN_MIN_TIMEOUT_S = 900.0   # ... and at least this long (s)
 
 
 def naive_protocol(protocol, config: SearchConfig):
@@ -109,12 +114,18 @@ def _train_all(traces: dict[str, np.ndarray], args: tuple, config: SearchConfig,
         return {n: train_and_score(x, *args[:5]) for n, x in traces.items()}
     from .trials import gpus_per_trial
 
-    task = ray.remote(_score_task).options(num_cpus=config.cpus_per_trial,
-                                           num_gpus=gpus_per_trial(config),
-                                           resources=training_resources())
+    from ..runtime import run_tasks
+
+    task = ray.remote(max_retries=0)(_score_task).options(
+        num_cpus=config.cpus_per_trial, num_gpus=gpus_per_trial(config),
+        resources=training_resources())
     shared = [ray.put(a) for a in args[:3]]
-    refs = {n: task.remote(ray.put(x), *shared, *args[3:]) for n, x in traces.items()}
-    return {n: ray.get(r) for n, r in refs.items()}
+    names = list(traces)
+    results = run_tasks(task, [(ray.put(traces[n]), *shared, *args[3:]) for n in names],
+                        max_in_flight=len(names), timeout_factor=TRAIN_TIMEOUT_FACTOR,
+                        min_timeout_s=TRAIN_MIN_TIMEOUT_S,
+                        describe=lambda i: f"training on protocol {names[i]}")
+    return dict(zip(names, results))
 
 
 def run_comparison(search_dir: str | Path, config: SearchConfig, *,
@@ -123,12 +134,21 @@ def run_comparison(search_dir: str | Path, config: SearchConfig, *,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Compare the search's optimized protocol (``search_dir/protocol.json``) with protocol_a
     and the naive protocol; write ``comparison.json`` (and ``comparison.png``) there."""
-    from ..protocols import builtin_protocol, load_protocol
-    from .state import write_json_atomic
+    from ..storage.lock import DirectoryLock
 
     d = Path(search_dir)
     if not (d / "protocol.json").is_file():
         raise ValueError(f"{d}: no optimized protocol yet (protocol.json); run the search")
+    with DirectoryLock(d):      # writes into the search directory: one writer
+        return _compare_into(d, config, n_cells, seed, use_ray, figure, log)
+
+
+def _compare_into(d: Path, config: SearchConfig, n_cells: int | None, seed: int | None,
+                  use_ray: bool | None, figure: bool,
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    from ..protocols import builtin_protocol, load_protocol
+    from .state import write_json_finite
+
     opt = load_protocol(d / "protocol.json")
     protocols = {"optimized": opt, "protocol_a": builtin_protocol(
         "protocol_a", sample_interval_ms=config.sample_interval_ms,
@@ -136,7 +156,7 @@ def run_comparison(search_dir: str | Path, config: SearchConfig, *,
     comp = compare_protocols(protocols, config, n_cells=n_cells, seed=seed, use_ray=use_ray,
                              log=log)
     comp["naive_protocol"] = protocols["naive"].to_dict()
-    write_json_atomic(d / "comparison.json", comp)
+    write_json_finite(d / "comparison.json", comp)
     if figure:
         from .figures import plot_comparison
 

@@ -4,8 +4,9 @@ Defaults are the source study's: each cycle appends a hold at -100 mV for 250 ms
 step of 250 ms chosen from -120 ... +50 mV in 10 mV steps (18 candidates); the candidate whose
 network has the lowest held-out MSE is appended.
 
-``SearchConfig`` validates on construction (pydantic; a ``ValidationError`` is a
-``ValueError``; :meth:`SearchConfig.create` flattens it into one plain line for command lines).
+``SearchConfig`` validates on construction (a :class:`cardiotwin.settings.Settings`:
+declarative constraints; a ``ValidationError`` is a ``ValueError``; :meth:`SearchConfig.create`
+flattens it into one plain line per field for command lines).
 
 Search identity (:meth:`SearchConfig.identity`, hashed into ``config_hash``): every field that
 changes the scores (candidates, timings, population, network). Budget fields (``max_steps``,
@@ -24,15 +25,14 @@ candidates at the population sizes a search affords, hence this default.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, \
-    model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ..validation import plain_errors
+from ..settings import (Fraction, NonNegativeFloat, NonNegativeMs, PositiveInt, PositiveMs,
+                        Settings, TemperatureK)
+from ..storage.identity import identity_hash
 
 FORMAT = "cardiotwin.protocol_search/1"
 DEFAULT_CANDIDATES_MV = tuple(float(v) for v in range(-120, 51, 10))
@@ -43,40 +43,46 @@ STATUSES = ("ok", "quiescent", "non_repolarizing")
 MIN_CELLS = 20          # fewer cannot fill the 70:10:20 split reliably
 V_LIMIT_MV = 200.0      # as cardiotwin.protocols
 
+Millivolts = Annotated[float, Field(ge=-V_LIMIT_MV, le=V_LIMIT_MV, allow_inf_nan=False)]
+"""A command potential within the protocols' +-200 mV."""
 
-class SearchConfig(BaseModel):
+
+class SearchConfig(Settings):
     """A greedy protocol search. Units: mV, ms, K; ``spread`` is a fraction (0.4 = +-40%)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     # ---- the protocol pieces ----
-    candidates_mV: tuple[float, ...] = Field(DEFAULT_CANDIDATES_MV,
-                                             description="candidate test potentials (mV)")
-    step_ms: float = Field(250.0, description="duration of the test step (ms)")
-    holding_mV: float = Field(-100.0, description="holding potential before each step (mV)")
-    holding_ms: float = Field(250.0, description="duration of the hold (ms); 0: no hold")
-    sample_interval_ms: float = Field(0.1, description="I_total sample interval (ms)")
-    temperature_K: float = Field(310.0, description="temperature (K)")
+    candidates_mV: tuple[Millivolts, ...] = Field(
+        DEFAULT_CANDIDATES_MV, description="candidate test potentials (mV, distinct)")
+    step_ms: PositiveMs = Field(250.0, description="duration of the test step (ms)")
+    holding_mV: Millivolts = Field(-100.0, description="holding potential before each step "
+                                                       "(mV)")
+    holding_ms: NonNegativeMs = Field(250.0, description="duration of the hold (ms); 0: no "
+                                                         "hold")
+    sample_interval_ms: PositiveMs = Field(0.1, description="I_total sample interval (ms)")
+    temperature_K: TemperatureK = Field(310.0, description="temperature (K)")
     # ---- the population ----
-    n_cells: int = Field(2000, description="synthetic cells simulated for every candidate")
-    spread: float = Field(0.4, description="multipliers span [1 - spread, 1 + spread]")
+    n_cells: Annotated[int, Field(ge=MIN_CELLS)] = Field(
+        2000, description="synthetic cells simulated for every candidate (>= 20: the 70:10:20 "
+                          "split)")
+    spread: Fraction = Field(0.4, description="multipliers span [1 - spread, 1 + spread]")
     sampler: Literal["uniform", "lhs", "sobol"] = "uniform"
-    seed: int = Field(0, ge=0, description="sampling seed (same cells for all candidates)")
+    seed: Annotated[int, Field(ge=0)] = Field(0, description="sampling seed (same cells for "
+                                                             "all candidates)")
     statuses: tuple[str, ...] | None = Field(
         None, description="None: train on every cell that stays numerically stable under the "
                           "voltage clamp (its trace is valid whatever its AP phenotype); else "
                           "only cells of these AP statuses (one free-running AP run per cell "
                           "classifies them once)")
-    ap_duration_ms: float = Field(4000.0, gt=0, description="classification AP run (ms), "
+    ap_duration_ms: PositiveMs = Field(4000.0, description="classification AP run (ms), "
                                                              "used only with statuses")
     # ---- the network and the score ----
     network: str = Field("ridge_mlp", description="learn preset (ridge_mlp, small_fc, "
                                                   "study_fc)")
-    input_pool: int = Field(20, ge=1, description="I_total samples averaged per network input "
+    input_pool: PositiveInt = Field(20, description="I_total samples averaged per network input "
                                                   "(20 = 2 ms at 0.1 ms)")
     network_overrides: dict[str, Any] = Field(default_factory=dict,
                                               description="TrainConfig fields over the preset")
-    epochs: int = Field(100, ge=1, description="at most this many epochs per trial "
+    epochs: PositiveInt = Field(100, description="at most this many epochs per trial "
                                                "(early stopping on the validation split)")
     score: Literal["test_mse", "test_median_mae", "val_mse"] = Field(
         "test_mse", description="the candidate with the lowest value is appended (unit "
@@ -84,16 +90,16 @@ class SearchConfig(BaseModel):
     deterministic: bool = Field(True, description="TensorFlow op determinism in the trials "
                                                   "(a resumed search repeats its scores)")
     # ---- budget (run-only) ----
-    max_steps: int = Field(10, ge=1, description="stop after this many appended steps")
-    max_duration_ms: float | None = Field(None, gt=0, description="stop before the protocol "
-                                                                  "would exceed this (ms)")
+    max_steps: PositiveInt = Field(10, description="stop after this many appended steps")
+    max_duration_ms: PositiveMs | None = Field(None, description="stop before the protocol "
+                                                                 "would exceed this (ms)")
     stop_when_no_improvement: bool = Field(True, description="stop when a cycle's best score "
                                                              "does not beat the previous one")
-    min_improvement: float = Field(0.0, ge=0.0, lt=1.0,
-                                   description="relative improvement a cycle must bring")
+    min_improvement: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = Field(
+        0.0, description="relative improvement a cycle must bring")
     # ---- resources (run-only) ----
-    cpus_per_trial: int = Field(1, ge=1, description="CPUs per trial (numba and TF threads)")
-    gpus_per_trial: float | None = Field(None, ge=0.0, description="None: 1 when the cluster "
+    cpus_per_trial: PositiveInt = Field(1, description="CPUs per trial (numba and TF threads)")
+    gpus_per_trial: NonNegativeFloat | None = Field(None, description="None: 1 when the cluster "
                                                                    "has GPUs, else 0")
 
     @field_validator("candidates_mV")
@@ -101,37 +107,10 @@ class SearchConfig(BaseModel):
     def _candidates(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         if not v:
             raise ValueError("candidates_mV is empty; give at least one test potential (mV)")
-        v = tuple(float(x) + 0.0 for x in v)
-        bad = [x for x in v if not (math.isfinite(x) and abs(x) <= V_LIMIT_MV)]
-        if bad:
-            raise ValueError(f"candidates_mV must be finite and within +-{V_LIMIT_MV:g} mV, "
-                             f"found {bad}")
+        v = tuple(float(x) + 0.0 for x in v)     # -0.0 -> 0.0 (one candidate, one hash)
         if len(set(v)) != len(v):
             dup = sorted({x for x in v if v.count(x) > 1})
             raise ValueError(f"candidates_mV has duplicates {dup}")
-        return v
-
-    @field_validator("holding_mV", "temperature_K")
-    @classmethod
-    def _finite(cls, v: float, info) -> float:
-        if not math.isfinite(v):
-            raise ValueError(f"{info.field_name} must be finite, found {v}")
-        if info.field_name == "holding_mV" and abs(v) > V_LIMIT_MV:
-            raise ValueError(f"holding_mV must be within +-{V_LIMIT_MV:g} mV, found {v}")
-        return v
-
-    @field_validator("n_cells")
-    @classmethod
-    def _n_cells(cls, v: int) -> int:
-        if v < MIN_CELLS:
-            raise ValueError(f"n_cells must be >= {MIN_CELLS} (70:10:20 split), found {v}")
-        return v
-
-    @field_validator("spread")
-    @classmethod
-    def _spread(cls, v: float) -> float:
-        if not (math.isfinite(v) and 0.0 < v < 1.0):
-            raise ValueError(f"spread must be in (0, 1) (e.g. 0.4 for +-40%), found {v}")
         return v
 
     @field_validator("statuses")
@@ -150,13 +129,8 @@ class SearchConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
         dt = self.sample_interval_ms
-        if not (math.isfinite(dt) and dt > 0):
-            raise ValueError(f"sample_interval_ms must be > 0, found {dt}")
         for name in ("step_ms", "holding_ms"):
             d = getattr(self, name)
-            if not math.isfinite(d) or d < 0 or (name == "step_ms" and d == 0):
-                raise ValueError(f"{name} must be {'> 0' if name == 'step_ms' else '>= 0'} "
-                                 f"ms, found {d}")
             if abs(d / dt - round(d / dt)) > 1e-9 * max(1.0, d / dt):
                 raise ValueError(f"{name} ({d} ms) must be a whole number of "
                                  f"sample_interval_ms ({dt} ms)")
@@ -172,14 +146,6 @@ class SearchConfig(BaseModel):
 
         Protocol(self.cycle_segments(self.candidates_mV[0]), dt, self.temperature_K)
         return self
-
-    @classmethod
-    def create(cls, **fields: Any) -> SearchConfig:
-        """Like the constructor, but one plain line per invalid field (for command lines)."""
-        try:
-            return cls(**fields)
-        except ValidationError as e:
-            raise plain_errors(e) from None
 
     # ---- derived ---------------------------------------------------------------------------
 
@@ -223,13 +189,9 @@ class SearchConfig(BaseModel):
         return d
 
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON of :meth:`identity`."""
-        return hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()
-
-
-def canonical_json(d: Any) -> str:
-    """Sorted keys, compact separators, no NaN."""
-    return json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        """The identity hash (:func:`cardiotwin.storage.identity.identity_hash`) of
+        :meth:`identity`."""
+        return identity_hash(self.identity())
 
 
 def parse_candidates(text: str) -> tuple[float, ...]:

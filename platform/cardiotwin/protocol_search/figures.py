@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..storage.atomic import atomic_path
 from .scoring import GROUPS
 
 
@@ -77,7 +78,8 @@ def plot_search(history: list[dict[str, Any]], protocol, path: str | Path,
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 
@@ -108,6 +110,7 @@ def plot_comparison(comparison: dict[str, Any], path: str | Path) -> Path:
     a.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path

@@ -21,22 +21,34 @@ Resuming: run again with the same directory and configuration (a larger budget i
 the search continues after its last completed cycle; an interrupted cycle is run again. A
 trailing "no improvement" cycle is decided again under the new stop rules without re-running
 its trials.
+
+The search directory is claimed first (:func:`cardiotwin.storage.outdir.claim_output_dir`: a
+directory of another search, a damaged state or foreign files is refused with one line) and
+held with the single-writer lock (:class:`cardiotwin.storage.lock.DirectoryLock`) while the
+search runs: a second search into the same directory is refused, naming the holder. A cache
+entry found damaged on resume is recomputed (:meth:`.cache.StateCache.get`).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from ..storage.lock import DirectoryLock
+from ..storage.outdir import claim_output_dir
 from .cache import CacheEntry, StateCache, continue_simulation
 from .cells import SearchCells, build_cells
-from .config import SearchConfig
-from .state import SearchState, load_state, save_state
+from .config import FORMAT, SearchConfig
+from .state import HISTORY, STATE, SearchState, load_state, save_state
 
 CELLS = "cells.npz"
+OWN_NAMES = frozenset({STATE, HISTORY, CELLS, "protocol.json", "protocol.csv",
+                       "protocol_hash.txt", "cache", "tune", "search.png", "comparison.json",
+                       "comparison.png"})
 
 
 def run_search(config: SearchConfig, out_dir: str | Path, *, num_cpus: int | None = None,
@@ -46,11 +58,30 @@ def run_search(config: SearchConfig, out_dir: str | Path, *, num_cpus: int | Non
     (Protocol), protocol_hash, n_steps, duration_ms, best_score, stop_reason, history, paths.
 
     Ray: started locally unless initialized (``num_cpus``) or reachable (``ray_address`` /
-    ``$RAY_ADDRESS``); see :func:`cardiotwin.population.generate.init_ray`."""
-    from ..population.generate import init_ray
+    ``$RAY_ADDRESS``); see :func:`cardiotwin.runtime.init_ray`. ``out_dir`` is claimed and
+    locked (module docstring)."""
+    out = claim_search_dir(out_dir, config)
+    with DirectoryLock(out):
+        return _run_locked(config, out, num_cpus, ray_address, ship_package, figure, log)
 
-    out = _check_dir(out_dir)
-    state = load_state(out, config)
+
+def claim_search_dir(out_dir: str | Path, config: SearchConfig) -> Path:
+    """``out_dir`` resolved, created and checked: new, or a search of ``config``'s identity;
+    ValueError (one line) otherwise: another search (the differing fields named), a damaged
+    state, a path that is not a directory, foreign files."""
+    out = Path(out_dir).resolve()
+    load_state(out, config)       # another identity: refused naming the fields that differ
+    claim_output_dir(out, marker=STATE, fmt=FORMAT, config_hash=config.config_hash(),
+                     own=OWN_NAMES.__contains__, what="protocol search")
+    return out
+
+
+def _run_locked(config: SearchConfig, out: Path, num_cpus: int | None,
+                ray_address: str | None, ship_package: str, figure: bool,
+                log: Callable[[str], None]) -> dict[str, Any]:
+    from ..runtime import init_ray
+
+    state = load_state(out, config)     # again under the lock
     cells = _load_cells(out, config, state)
     cache = StateCache(out / "cache")
     entry = _load_entry(cache, state, cells, log)
@@ -116,15 +147,6 @@ def run_search(config: SearchConfig, out_dir: str | Path, *, num_cpus: int | Non
 
 # ---- pieces of the loop -----------------------------------------------------------------
 
-def _check_dir(out_dir: str | Path) -> Path:
-    out = Path(out_dir).resolve()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"search directory {out} cannot be created: {e}") from e
-    return out
-
-
 def _hash(state: SearchState) -> str | None:
     p = state.protocol()
     return None if p is None else p.protocol_hash
@@ -166,15 +188,15 @@ def _load_cells(out: Path, config: SearchConfig, state: SearchState) -> SearchCe
 
 def _load_entry(cache: StateCache, state: SearchState, cells: SearchCells,
                 log: Callable[[str], None]) -> CacheEntry:
-    """The cached end states of the protocol-so-far (re-simulated from the start when the
-    cache lost them)."""
+    """The cached end states of the protocol-so-far (re-simulated from the start, and
+    overwritten, when the cache lost them or they are damaged)."""
     if state.protocol_json is None:
         return CacheEntry.initial(cells.n)
-    if cache.has(state.cache_key):
-        entry = cache.load(state.cache_key)
-        if entry.state.shape[0] == cells.n:
-            return entry
-    log("cache entry of the protocol-so-far is missing: simulating it from the start")
+    entry = cache.get(state.cache_key, cells.n, log)
+    if entry is not None:
+        return entry
+    log("cache entry of the protocol-so-far is missing or damaged: simulating it from the "
+        "start")
     entry, _, _ = continue_simulation(CacheEntry.initial(cells.n), state.protocol(),
                                       cells.inputs())
     cache.save(entry)

@@ -10,17 +10,20 @@ Files in the search directory:
 - ``protocol.json`` (canonical JSON), ``protocol.csv``, ``protocol_hash.txt``: the optimized
   protocol so far;
 - ``cells.npz`` (the population), ``cache/`` (:mod:`.cache`), ``tune/`` (Ray Tune's files).
+
+Every file is written atomically (:mod:`cardiotwin.storage.atomic`); JSON is strict, with NaN
+and inf written as null (:func:`write_json_finite`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..storage.atomic import atomic_path, write_json_atomic, write_text_atomic
+from ..storage.outdir import read_json_file
 from .cache import INITIAL_KEY
 from .config import FORMAT, SearchConfig
 
@@ -78,10 +81,9 @@ def load_state(search_dir: Path, config: SearchConfig) -> SearchState:
     if not path.is_file():
         return SearchState(config.config_hash())
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read the search state ({e}); remove the directory "
-                         "to start afresh") from e
+        d = read_json_file(path, "search state")
+    except ValueError as e:
+        raise ValueError(f"{e}; remove the directory to start afresh") from None
     if d.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown format {d.get('format')!r}; expected {FORMAT!r}")
     if d["config_hash"] != config.config_hash():
@@ -109,8 +111,8 @@ def load_state(search_dir: Path, config: SearchConfig) -> SearchState:
 def save_state(search_dir: Path, state: SearchState, config: SearchConfig) -> None:
     """Write state.json, history.json and the protocol files (each atomically)."""
     d = state.to_json(config)
-    write_json_atomic(search_dir / STATE, d)
-    write_json_atomic(search_dir / HISTORY, {
+    write_json_finite(search_dir / STATE, d)
+    write_json_finite(search_dir / HISTORY, {
         "format": FORMAT + ":history", "config": d["config"], "config_hash": state.config_hash,
         "score": config.score, "protocol_hash": d["protocol_hash"], "n_steps": d["n_steps"],
         "duration_ms": d["duration_ms"], "best_score": state.best_score,
@@ -118,9 +120,8 @@ def save_state(search_dir: Path, state: SearchState, config: SearchConfig) -> No
     p = state.protocol()
     if p is not None:
         write_text_atomic(search_dir / "protocol.json", p.to_json() + "\n")
-        tmp = search_dir / "protocol.csv.tmp"
-        p.to_csv(tmp)
-        os.replace(tmp, search_dir / "protocol.csv")
+        with atomic_path(search_dir / "protocol.csv") as tmp:
+            p.to_csv(tmp)
         write_text_atomic(search_dir / "protocol_hash.txt", p.protocol_hash + "\n")
 
 
@@ -137,15 +138,6 @@ def finite_or_none(obj: Any) -> Any:
     return obj
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Strict JSON (NaN -> null) written to a temporary file and renamed over ``path``."""
-    write_text_atomic(path, json.dumps(finite_or_none(obj), indent=1, allow_nan=False) + "\n")
+def write_json_finite(path: Path, obj: Any) -> None:
+    """Strict JSON with NaN and inf as null (:func:`finite_or_none`), written atomically."""
+    write_json_atomic(path, finite_or_none(obj))
