@@ -125,6 +125,6 @@ def register(subparsers: Any) -> None:
     sc = subparsers.add_parser("screen", help="drug screen of a population around a twin (Ray; "
                                               "same options as jobs/drug_screen.py)",
                                epilog="Units: nM, ms, mV, K; the range is a fraction "
-                                      "(0.2 = +-20%%).")
+                                      "(0.2 = +-20%).")
     add_screen_arguments(sc)
     sc.set_defaults(func=run)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..storage.atomic import atomic_path
 from .config import SearchConfig
 
 
@@ -40,9 +41,12 @@ class SearchCells:
         return inputs_from_multipliers(self.multipliers.astype(np.float64))
 
     def save(self, path: Path) -> None:
-        np.savez(path, cell_ids=self.cell_ids, multipliers=self.multipliers,
-                 eligible=self.eligible,
-                 statuses=self.statuses if self.statuses is not None else np.array([], str))
+        """Write the population to ``path`` (.npz) atomically."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, cell_ids=self.cell_ids, multipliers=self.multipliers,
+                     eligible=self.eligible,
+                     statuses=self.statuses if self.statuses is not None
+                     else np.array([], str))
 
     @classmethod
     def load(cls, path: Path) -> SearchCells:
