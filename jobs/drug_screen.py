@@ -18,32 +18,10 @@ drugs.csv (drug,current,ic50_nM,hill[,source,note]) or .json. Same options as
 written by the driver only (the workers return numbers), so it need not be shared storage.
 """
 
-import argparse
+import runpy
 import sys
 from pathlib import Path
 
-try:
-    import cardiotwin  # noqa: F401
-except ImportError:  # a source checkout shipped with --working-dir: the library is in platform/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
-
-from cardiotwin.drugs.config import add_screen_arguments  # noqa: E402
-from cardiotwin.drugs.screen import run_from_args  # noqa: E402
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        epilog="Units: nM, ms, mV, K; the range is a fraction (0.2 = +-20%).")
-    add_screen_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        run_from_args(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"drug_screen: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the shared entry: jobs/_entry.py
+    entry = runpy.run_path(str(Path(__file__).resolve().parents[1] / "jobs" / "_entry.py"))
+    sys.exit(entry["run"]("screen"))

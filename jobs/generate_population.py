@@ -22,33 +22,10 @@ cardiotwin.population.generate for the alternatives: installing the package on t
 --ship-package no).
 """
 
-import argparse
+import runpy
 import sys
 from pathlib import Path
 
-try:
-    import cardiotwin  # noqa: F401
-except ImportError:  # a source checkout shipped with --working-dir: the library is in platform/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
-
-from cardiotwin.population.config import add_generate_arguments  # noqa: E402
-from cardiotwin.population.generate import run_from_args  # noqa: E402
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        epilog="Units: ms, K, Hz; the range is a fraction (0.4 = +-40%). The store layout and "
-               "manifest are described in cardiotwin.population.store.")
-    add_generate_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        run_from_args(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"generate_population: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the shared entry: jobs/_entry.py
+    entry = runpy.run_path(str(Path(__file__).resolve().parents[1] / "jobs" / "_entry.py"))
+    sys.exit(entry["run"]("generate"))

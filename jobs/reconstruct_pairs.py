@@ -11,34 +11,14 @@ shards + manifest.json) on Ray, for training the iAP reconstruction network.
 
 Resumable (re-run the same command). The store layout and the electrode model are described
 in cardiotwin.reconstruct.pairs and cardiotwin.reconstruct.electrode.
+
+`cardiotwin reconstruct-pairs` with the same arguments (options, errors, exit codes).
 """
 
-import argparse
-import importlib.util
+import runpy
 import sys
 from pathlib import Path
 
-if importlib.util.find_spec("cardiotwin") is None:
-    # a source checkout shipped with --working-dir: the library is in platform/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
-
-from cardiotwin.reconstruct.cli_args import add_pairs_arguments, run_pairs_from_args  # noqa: E402
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_pairs_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        m = run_pairs_from_args(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"reconstruct_pairs: error: {exc}", file=sys.stderr)
-        return 2
-    t = m["totals"]
-    print(f"{args.out}: {t['windows']} windows from {t['cells_kept']} of {t['cells']} cells "
-          f"({t['status_counts']}), {m['wall_s']:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the shared entry: jobs/_entry.py
+    entry = runpy.run_path(str(Path(__file__).resolve().parents[1] / "jobs" / "_entry.py"))
+    sys.exit(entry["run"]("reconstruct-pairs"))

@@ -8,31 +8,14 @@
 
 Uses a GPU when TensorFlow sees one, the CPU otherwise; one line of progress per epoch. Same
 options as `cardiotwin train`. The artifact layout is described in cardiotwin.learn.artifact.
+
+`cardiotwin train` with the same arguments (options, errors, exit codes).
 """
 
-import argparse
+import runpy
 import sys
 from pathlib import Path
 
-try:
-    import cardiotwin  # noqa: F401
-except ImportError:  # a source checkout shipped with --working-dir: the library is in platform/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
-
-from cardiotwin.learn.cli_args import add_train_arguments, run_from_args  # noqa: E402
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_train_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        run_from_args(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"train_model: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the shared entry: jobs/_entry.py
+    entry = runpy.run_path(str(Path(__file__).resolve().parents[1] / "jobs" / "_entry.py"))
+    sys.exit(entry["run"]("train"))

@@ -13,29 +13,10 @@ Re-running the same command resumes after the last completed cycle (a larger --m
 continues a finished search). Same options as `cardiotwin protocol-search`.
 """
 
-import argparse
+import runpy
 import sys
 from pathlib import Path
 
-try:
-    import cardiotwin  # noqa: F401
-except ImportError:  # a source checkout shipped with --working-dir: the library is in platform/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
-
-from cardiotwin.protocol_search.cli_args import add_search_arguments, run_from_args  # noqa: E402
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_search_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        run_from_args(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"protocol_search: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the shared entry: jobs/_entry.py
+    entry = runpy.run_path(str(Path(__file__).resolve().parents[1] / "jobs" / "_entry.py"))
+    sys.exit(entry["run"]("protocol-search"))

@@ -1,88 +1,49 @@
-"""The ``cardiotwin`` command.
+"""The ``cardiotwin`` command: digital twins of iPSC-derived cardiomyocytes.
 
-  cardiotwin simulate vc --protocol P.csv [--multipliers M.csv] [--temperature-k 310] --out OUT.csv
-  cardiotwin simulate ap --duration-ms 6000 [--multipliers M.csv] [--temperature-k 310] --out OUT.csv
+  cardiotwin simulate vc --protocol P.csv [--multipliers M.csv] [--temperature-k K] --out OUT.csv
+  cardiotwin simulate ap --duration-ms 6000 [--multipliers M.csv] [--temperature-k K] --out O.csv
   cardiotwin features TRACE.csv
   cardiotwin demo [--size default|smallest] [--out-dir out/demo]   (the whole pipeline)
   cardiotwin generate --n-cells N --out DIR [--range 0.4] [--protocol P] ...  (on Ray)
+  cardiotwin store verify DIR
   cardiotwin train | twin | screen | protocol-search ...
   cardiotwin reconstruct EAP.csv --model DIR --out DIR   (intracellular AP from an eAP)
+  cardiotwin reconstruct-pairs --out DIR ...             (training pairs for it, on Ray)
   cardiotwin hybrid fit TRACE... --out DIR                (Mitchell-Schaeffer + network)
+  cardiotwin tune hyperparameters | reconstruct ...      (Ray Tune searches)
+
+Each stage adds its subcommands with ``cardiotwin.<stage>.cli_args.register(subparsers)``; a
+subcommand's ``func`` takes the parsed arguments and returns the exit code. The scripts in
+jobs/ and tune/ call :func:`main` with their subcommand. Exit codes: 0 done, 1 the command ran
+but found a problem (e.g. damage in ``store verify``), 2 a user error (bad option, missing or
+invalid file: one line on stderr), 130 interrupted; anything else is a bug and propagates as a
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import Any
 
-import numpy as np
-
-
-def _inputs(multipliers_csv: str | None) -> np.ndarray:
-    from .model import BASELINE, inputs_from_named, read_multipliers_csv
-
-    if multipliers_csv is None:
-        return BASELINE[None, :].copy()
-    return inputs_from_named(read_multipliers_csv(multipliers_csv))[None, :]
+# stage packages whose cli_args module registers subcommands, in the order of the help text
+# (simulate.cli_args also adds ``features``)
+STAGES = ("simulate", "demo", "population", "learn", "twin", "drugs",
+          "protocol_search", "reconstruct", "hybrid")
 
 
-def _write_csv(path: str, columns: dict[str, np.ndarray], formats: list[str]) -> None:
-    out = Path(path)
-    if out.parent and not out.parent.exists():
-        raise ValueError(f"output directory does not exist: {out.parent}")
-    data = np.column_stack([np.asarray(v, dtype=np.float64) for v in columns.values()])
-    np.savetxt(out, data, delimiter=",", header=",".join(columns), comments="", fmt=formats)
+# ---- fallbacks: wiring of stages whose cli_args has no register() (yet) ----------------------
+
+def _done(run: Callable[[argparse.Namespace], object]) -> Callable[[argparse.Namespace], int]:
+    def func(a: argparse.Namespace) -> int:
+        run(a)
+        return 0
+    return func
 
 
-def _warn_unstable(unstable: np.ndarray) -> None:
-    if unstable.any():
-        print("warning: the cell became numerically unstable; its trace is NaN from then on",
-              file=sys.stderr)
-
-
-def _cmd_vc(a: argparse.Namespace) -> int:
-    from .protocols import load_protocol
-    from .simulate import simulate_voltage_clamp
-
-    protocol = load_protocol(a.protocol, sample_interval_ms=a.sample_interval_ms,
-                             temperature_K=a.temperature_k)
-    res = simulate_voltage_clamp(protocol, _inputs(a.multipliers), record_currents=a.currents)
-    cols = {"t_ms": res.t_ms, "v_mV": res.v_mV, "I_total": res.i_total[0]}
-    if a.currents:
-        cols.update({k: v[0] for k, v in res.currents.items()})
-    _write_csv(a.out, cols, ["%.4f", "%.4f"] + ["%.7g"] * (len(cols) - 2))
-    _warn_unstable(res.unstable)
-    print(f"wrote {a.out}: {res.t_ms.size} samples, protocol_hash {res.protocol_hash}")
-    return 0
-
-
-def _cmd_ap(a: argparse.Namespace) -> int:
-    from .simulate import Pacing, simulate_current_clamp
-
-    pacing = Pacing(period_ms=a.pace_period_ms, amplitude=a.pace_amplitude) \
-        if a.pace_period_ms else None
-    res = simulate_current_clamp(a.duration_ms, _inputs(a.multipliers),
-                                 temperature_K=a.temperature_k,
-                                 record_interval_ms=a.sample_interval_ms, pacing=pacing,
-                                 prepace_ms=a.prepace_ms)
-    _write_csv(a.out, {"t_ms": res.t_ms, "v_mV": res.v_mV[0], "Cai_mM": res.cai_mM[0]},
-               ["%.4f", "%.5f", "%.7g"])
-    _warn_unstable(res.unstable)
-    print(f"wrote {a.out}: {res.t_ms.size} samples")
-    return 0
-
-
-def _cmd_features(a: argparse.Namespace) -> int:
-    from .features import analyze_trace, load_trace_csv
-
-    t, v = load_trace_csv(a.trace)
-    print(json.dumps(analyze_trace(t, v).to_dict(), indent=2))
-    return 0
-
-
-def _cmd_demo(a: argparse.Namespace) -> int:
+def _demo(a: argparse.Namespace) -> int:
     from .demo import demo_config, run_demo
 
     cfg = demo_config(a.size, out_dir=a.out_dir, n_cells=a.n_cells, spread=a.range, seed=a.seed,
@@ -92,108 +53,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_generate(a: argparse.Namespace) -> int:
-    from .population.generate import run_from_args
-
-    run_from_args(a)
-    return 0
-
-
-def _cmd_train(a: argparse.Namespace) -> int:
-    from .learn.cli_args import run_from_args
-
-    run_from_args(a)
-    return 0
-
-
-def _cmd_twin(a: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from .learn import load_estimator
-    from .twin import read_abf, read_ap_abf, read_ap_csv, read_trace_csv
-    from .twin.inference import make_twin, plot_twin
-
-    est = load_estimator(a.model)
-    kw = dict(capacitance_pF=a.capacitance_pf, protocol=est.protocol)
-    rec = (read_trace_csv(a.recording, **kw) if a.recording.lower().endswith((".csv", ".gz"))
-           else read_abf(a.recording, sweep=a.sweep if a.sweep == "mean" else int(a.sweep),
-                         **kw))
-    ap = None
-    if a.ap_recording:
-        ap = (read_ap_csv(a.ap_recording) if a.ap_recording.lower().endswith((".csv", ".gz"))
-              else read_ap_abf(a.ap_recording))
-    tw = make_twin(est, rec, temperature_K=a.temperature_k, ap_duration_ms=a.ap_duration_ms,
-                   ap_recording=ap)
-    out = tw.to_json()
-    text = json.dumps(out, indent=1)
-    if a.out:
-        Path(a.out).write_text(text)
-        png = Path(a.out).with_suffix(".png")
-        png.write_bytes(plot_twin(tw))
-        print(f"twin: {a.out}, figure: {png}; fit relative RMS "
-              f"{tw.fit['relative_rms']:.3f}, AP {tw.status}")
-    else:
-        print(text)
-    return 0
-
-
-def _cmd_screen(a: argparse.Namespace) -> int:
-    from .drugs.screen import run_from_args
-
-    run_from_args(a)
-    return 0
-
-
-def _cmd_protocol_search(a: argparse.Namespace) -> int:
-    from .protocol_search.cli_args import run_from_args
-
-    run_from_args(a)
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cardiotwin", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-
-    sim = sub.add_parser("simulate", help="simulate one cell (voltage clamp or free-running AP)")
-    simsub = sim.add_subparsers(dest="mode", required=True)
-
-    def common(q):
-        q.add_argument("--multipliers", metavar="M.csv",
-                       help="CSV of name,multiplier rows (names of kernik_parameters.csv); "
-                            "unnamed parameters stay at baseline")
-        q.add_argument("--temperature-k", type=float, default=310.0,
-                       help="temperature in K (gating kinetics scale with Q10 = 3; default 310)")
-        q.add_argument("--sample-interval-ms", type=float, default=0.1,
-                       help="output sample interval in ms (default 0.1)")
-        q.add_argument("--out", required=True, metavar="OUT.csv", help="output CSV path")
-
-    vc = simsub.add_parser("vc", help="voltage clamp: t_ms, v_mV, I_total (pA/pF)")
-    vc.add_argument("--protocol", required=True, metavar="P.csv",
-                    help="protocol file: CSV (duration_ms,v_start_mV,v_end_mV or "
-                         "time_ms,voltage_mV) or canonical JSON")
-    vc.add_argument("--currents", action="store_true",
-                    help="also write the 13 membrane currents (pA/pF)")
-    common(vc)
-    vc.set_defaults(func=_cmd_vc)
-
-    ap = simsub.add_parser("ap", help="free-running (or paced) AP: t_ms, v_mV, Cai_mM")
-    ap.add_argument("--duration-ms", type=float, required=True, help="duration in ms")
-    ap.add_argument("--prepace-ms", type=float, default=0.0,
-                    help="run this long (ms) first and record from the state reached")
-    ap.add_argument("--pace-period-ms", type=float, default=None,
-                    help="pace with a stimulus every this many ms (default: free-running)")
-    ap.add_argument("--pace-amplitude", type=float, default=3.0,
-                    help="stimulus amplitude in pA/pF (default 3, 5 ms wide)")
-    common(ap)
-    ap.set_defaults(func=_cmd_ap)
-
-    ft = sub.add_parser("features", help="AP biomarkers and cell status of a V trace, as JSON")
-    ft.add_argument("trace", metavar="TRACE.csv",
-                    help="CSV(.gz) with t_ms,v_mV or time_s,voltage_mV columns")
-    ft.set_defaults(func=_cmd_features)
-
+def _register_demo(sub: Any) -> None:
     demo = sub.add_parser("demo", help="the whole pipeline on an embedded default (local Ray): "
                                        "population, network, twin of the example ABF, E-4031 "
                                        "screen, HTML report")
@@ -211,72 +71,184 @@ def build_parser() -> argparse.ArgumentParser:
                       help="E-4031 concentrations (nM)")
     demo.add_argument("--num-cpus", type=int, default=None,
                       help="CPUs of the local Ray cluster (default: all)")
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=_demo)
 
+
+def _register_population(sub: Any) -> None:
     from .population.config import add_generate_arguments
+    from .population.generate import run_from_args
 
     gen = sub.add_parser("generate", help="generate a synthetic population into a Parquet store "
                                           "on Ray (resumable; same options as "
                                           "jobs/generate_population.py)")
     add_generate_arguments(gen)
-    gen.set_defaults(func=_cmd_generate)
+    gen.set_defaults(func=_done(run_from_args))
 
-    from .learn.cli_args import add_train_arguments
 
-    tr = sub.add_parser("train", help="train the parameter network on population store(s) "
-                                      "into a model artifact (same options as "
-                                      "jobs/train_model.py)")
-    add_train_arguments(tr)
-    tr.set_defaults(func=_cmd_train)
-
-    tw = sub.add_parser("twin", help="the digital twin of a recorded cell: parameters, fit, AP "
-                                     "(offline; the Serve app does the same live)")
-    tw.add_argument("recording", help="voltage-clamp recording of the model's protocol: ABF "
-                                      "(ABF1/ABF2) or CSV (t_ms, command_mV, i_pA_per_pF)")
-    tw.add_argument("--model", required=True, metavar="DIR", help="model artifact directory")
-    tw.add_argument("--capacitance-pf", type=float, default=None,
-                    help="membrane capacitance in pF (default: from the ABF header)")
-    tw.add_argument("--sweep", default="0", help="sweep index or 'mean' (default 0)")
-    tw.add_argument("--ap-recording", default=None, metavar="FILE",
-                    help="current-clamp recording of the same cell (ABF or CSV) to compare")
-    tw.add_argument("--temperature-k", type=float, default=None,
-                    help="temperature of the twin's AP in K (default: the protocol's)")
-    tw.add_argument("--ap-duration-ms", type=float, default=10000.0,
-                    help="free-running AP duration in ms (default 10000)")
-    tw.add_argument("--out", default=None, metavar="TWIN.json",
-                    help="write the twin JSON here and the figure beside it (default: print)")
-    tw.set_defaults(func=_cmd_twin)
-
-    from .drugs.config import add_screen_arguments
-
-    sc = sub.add_parser("screen", help="drug screen of a population around a twin (Ray; same "
-                                       "options as jobs/drug_screen.py)")
-    add_screen_arguments(sc)
-    sc.set_defaults(func=_cmd_screen)
-
-    from .protocol_search.cli_args import add_search_arguments
+def _register_protocol_search(sub: Any) -> None:
+    from .protocol_search.cli_args import add_search_arguments, run_from_args
 
     ps = sub.add_parser("protocol-search", help="greedy voltage-protocol search on Ray Tune "
                                                 "(resumable; same options as "
                                                 "tune/protocol_search.py)")
     add_search_arguments(ps)
-    ps.set_defaults(func=_cmd_protocol_search)
+    ps.set_defaults(func=_done(run_from_args))
 
-    from .hybrid.cli_args import add_hybrid_parser
+
+def _register_reconstruct(sub: Any) -> None:
     from .reconstruct.cli_args import add_reconstruct_parser
 
-    add_hybrid_parser(sub)
     add_reconstruct_parser(sub)
+
+
+def _register_hybrid(sub: Any) -> None:
+    from .hybrid.cli_args import add_hybrid_parser
+
+    add_hybrid_parser(sub)
+
+
+_FALLBACKS: dict[str, Callable[[Any], None]] = {
+    "demo": _register_demo, "population": _register_population,
+    "protocol_search": _register_protocol_search, "reconstruct": _register_reconstruct,
+    "hybrid": _register_hybrid,
+}
+
+
+# ---- commands without a stage of their own: pair generation and Ray Tune searches -----------
+
+def _pairs(a: argparse.Namespace) -> int:
+    from .reconstruct.cli_args import run_pairs_from_args
+
+    m = run_pairs_from_args(a)
+    t = m["totals"]
+    print(f"{a.out}: {t['windows']} windows from {t['cells_kept']} of {t['cells']} cells "
+          f"({t['status_counts']}), {m['wall_s']:.0f} s")
+    return 0
+
+
+def _tune_hyperparameters(a: argparse.Namespace) -> int:
+    from .learn.tuning import tune_hyperparameters
+
+    tune_hyperparameters(a.stores, a.out, base=a.base, num_samples=a.num_samples,
+                         max_epochs=a.max_epochs, grace_period=a.grace_period,
+                         max_cells=a.max_cells, seed=a.seed, num_cpus=a.num_cpus,
+                         ray_address=a.ray_address)
+    return 0
+
+
+def _tune_reconstruct(a: argparse.Namespace) -> int:
+    from .reconstruct.tuning import tune_reconstruction
+
+    tune_reconstruction(a.stores, a.out, num_samples=a.num_samples, max_epochs=a.max_epochs,
+                        grace_period=a.grace_period, seed=a.seed, num_cpus=a.num_cpus,
+                        ray_address=a.ray_address)
+    return 0
+
+
+def _search_options(p: argparse.ArgumentParser, *, epochs: int, grace: int) -> None:
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--num-samples", type=int, default=8, help="trials (default 8)")
+    p.add_argument("--max-epochs", type=int, default=epochs,
+                   help=f"epochs per trial (default {epochs})")
+    p.add_argument("--grace-period", type=int, default=grace,
+                   help=f"ASHA: epochs before a trial may be stopped (default {grace})")
+    p.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
+    p.add_argument("--num-cpus", type=int, default=None, help="local Ray cluster CPUs")
+    p.add_argument("--ray-address", default=None, help="Ray cluster (default $RAY_ADDRESS)")
+
+
+def _register_extra(sub: Any) -> None:
+    from .learn.config import PRESETS
+    from .reconstruct.cli_args import add_pairs_arguments
+
+    pr = sub.add_parser("reconstruct-pairs", help="paired (eAP, iAP) beat windows of simulated "
+                                                  "cells into a pair store, on Ray (resumable; "
+                                                  "same options as jobs/reconstruct_pairs.py)")
+    add_pairs_arguments(pr)
+    pr.set_defaults(func=_pairs)
+
+    tune = sub.add_parser("tune", help="Ray Tune searches with ASHA early stopping")
+    tsub = tune.add_subparsers(dest="tune_command", required=True)
+    hp = tsub.add_parser("hyperparameters",
+                         help="the parameter network's architecture, width, depth, learning "
+                              "rate and batch size; writes best_config.json, trials.csv and "
+                              "the best model artifact (same options as "
+                              "tune/hyperparameters.py)")
+    hp.add_argument("stores", nargs="+", metavar="STORE", help="population store directories")
+    hp.add_argument("--base", default="ridge_mlp", choices=sorted(PRESETS),
+                    help="preset whose values the search overrides (default ridge_mlp)")
+    hp.add_argument("--max-cells", type=int, default=None, help="use cells with cell_id < N")
+    _search_options(hp, epochs=50, grace=5)
+    hp.set_defaults(func=_tune_hyperparameters)
+
+    rc = tsub.add_parser("reconstruct",
+                         help="the iAP reconstruction network: loss weights, filters, depth, "
+                              "kernel, learning rate; writes best_config.json, trials.csv and "
+                              "best_model/ (same options as tune/reconstruct.py)")
+    rc.add_argument("stores", nargs="+", metavar="STORE", help="pair store directories")
+    _search_options(rc, epochs=30, grace=4)
+    rc.set_defaults(func=_tune_reconstruct)
+
+
+# ---- the parser and the entry point -----------------------------------------------------------
+
+def _register_stage(sub: Any, stage: str) -> None:
+    name = f"{__package__}.{stage}.cli_args"
+    try:
+        mod = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        mod = None
+    register = getattr(mod, "register", None)
+    if register is not None:
+        register(sub)
+    elif stage in _FALLBACKS:
+        _FALLBACKS[stage](sub)
+    else:
+        raise RuntimeError(f"{name} has no register(subparsers)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cardiotwin`` parser: every stage's subcommands (module docstring)."""
+    doc = __doc__ or ""
+    commands = doc.split("\n\n")[1] if doc.count("\n\n") else ""
+    p = argparse.ArgumentParser(prog="cardiotwin",
+                                description=doc.split("\n")[0].replace("``", "") + "\n\n"
+                                + commands,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Exit codes: 0 done, 1 problem found, 2 user error, "
+                                       "130 interrupted.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for stage in STAGES:
+        _register_stage(sub, stage)
+    _register_extra(sub)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def one_line(exc: BaseException) -> str:
+    """The message of a user error on one line (multi-line messages joined with '; ')."""
+    parts = [s.strip() for s in str(exc).splitlines() if s.strip()]
+    return "; ".join(parts) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``cardiotwin`` command; returns its exit code (module docstring). Only user
+    errors (ValueError and its subclasses, FileNotFoundError) become exit code 2 with one line
+    on stderr; any other exception is a bug and propagates."""
+    from .runtime.quiet import quiet_tensorflow
+
+    quiet_tensorflow()
+    args = build_parser().parse_args(None if argv is None else list(argv))
     try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        print(f"cardiotwin: error: {exc}", file=sys.stderr)
+        rc = args.func(args)
+    except KeyboardInterrupt:
+        print("cardiotwin: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"cardiotwin: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    return 0 if rc is None else int(rc)
 
 
 if __name__ == "__main__":

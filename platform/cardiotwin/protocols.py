@@ -17,9 +17,10 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -258,7 +259,8 @@ def load_protocol(path: str | os.PathLike, **kw: float) -> Protocol:
             raise ValueError(f"{path}: file is empty")
         try:
             p = Protocol.from_json(text)
-            return dataclasses.replace(p, **kw) if kw else p
+            changes: dict[str, Any] = dict(kw)  # sample_interval_ms / temperature_K
+            return dataclasses.replace(p, **changes) if changes else p
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
     raise ValueError(f"{path}: unknown protocol file extension {path.suffix!r}; "
@@ -309,7 +311,7 @@ def _breakpoints_to_segments(path: Path, rows: list[tuple[int, list[float]]]) ->
     if t0 != 0:
         raise ValueError(f"{path}: line {line0}: time must start at 0 ms, found {t0!r}")
     segs = []
-    for (_, (ta, va)), (line, (tb, vb)) in zip(rows, rows[1:]):
+    for (_, (ta, va)), (line, (tb, vb)) in zip(rows, rows[1:], strict=False):
         if tb < ta:
             raise ValueError(f"{path}: non-monotonic time at line {line}: {tb!r} after {ta!r}")
         if tb > ta:
@@ -327,5 +329,5 @@ def builtin_protocol(name: str = "protocol_a", **kw: float) -> Protocol:
         raise ValueError(f"unknown built-in protocol {name!r}; available: {BUILTIN_PROTOCOLS}")
     from importlib import resources
 
-    with resources.as_file(resources.files("cardiotwin").joinpath("data", f"{name}.csv")) as p:
+    with resources.as_file(resources.files("cardiotwin") / "data" / f"{name}.csv") as p:
         return Protocol.from_csv(p, **kw)

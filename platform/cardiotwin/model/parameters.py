@@ -22,7 +22,7 @@ REGISTRY_VERSION = "kernik2019-87/52-v1"
 
 
 def _read_csv(name: str) -> list[dict[str, str]]:
-    text = resources.files("cardiotwin.model").joinpath("data", name).read_text()
+    text = (resources.files("cardiotwin.model") / "data" / name).read_text()
     return list(csv.DictReader(text.splitlines()))
 
 
@@ -126,7 +126,7 @@ def inputs_from_named(multipliers: dict[str, float], base: np.ndarray | None = N
             raise ValueError(f"{n!r} is a model flag, not a parameter: it cannot take a multiplier")
     m = np.array([[float(multipliers[n]) for n in names]])
     _check_multipliers(m, names, "multipliers")
-    for n, v in zip(names, m[0]):
+    for n, v in zip(names, m[0], strict=True):
         inputs[PARAMETER_INDEX[n]] *= v
     return inputs
 

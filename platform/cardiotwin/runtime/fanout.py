@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -55,19 +56,15 @@ def is_retryable(exc: BaseException) -> bool:
 def _kill(worker: Any) -> None:
     import ray
 
-    try:
+    with suppress(Exception):  # already dead or never started
         ray.kill(worker, no_restart=True)
-    except Exception:  # noqa: BLE001 - already dead or never started
-        pass
 
 
 def _cancel(ref: Any) -> None:
     import ray
 
-    try:
+    with suppress(Exception):  # finished or gone meanwhile
         ray.cancel(ref, force=True)
-    except Exception:  # noqa: BLE001 - finished or gone meanwhile
-        pass
 
 
 class FanOut(Generic[T]):

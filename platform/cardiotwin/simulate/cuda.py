@@ -27,13 +27,14 @@ consumer GPUs), so it can at most halve the time.
 
 Compilation: checked without a GPU (numba-cuda 0.30.4 with numba 0.68.1, NVVM of CUDA 13.0,
 ``cuda.compile_ptx`` for sm_90, then ``ptxas -v``; ``benchmarks/bench_gpu.py --ptx-check``):
-every kernel compiles, 254-255 registers and 350-420 bytes of spill stores per thread. The CUDA target built into numba 0.68 itself cannot compile
-them (it fails on the builtins min/max: "Signature mismatch"), so numba-cuda is required.
+every kernel compiles, 254-255 registers and 350-420 bytes of spill stores per thread. The
+CUDA target built into numba 0.68 itself cannot compile them (it fails on the builtins min/max:
+"Signature mismatch"), so numba-cuda is required.
 
 Availability: importing this module never fails and never touches a GPU. ``gpu_available()``
-says whether a CUDA GPU and numba-cuda (``pip install cardiotwin[gpu]``) can run the kernels. With ``NUMBA_ENABLE_CUDASIM=1`` (set before numba.cuda is first
-imported) the kernels run in numba's CUDA simulator on the CPU (slow: tests only);
-``gpu_available()`` is False there.
+says whether a CUDA GPU and numba-cuda (``pip install cardiotwin[gpu]``) can run the kernels.
+With ``NUMBA_ENABLE_CUDASIM=1`` (set before numba.cuda is first imported) the kernels run in
+numba's CUDA simulator on the CPU (slow: tests only); ``gpu_available()`` is False there.
 
 Memory: a batch larger than what fits on the GPU (about half its free memory: traces, inputs,
 states) is run in launches of ``max_cells_per_launch`` cells; the host result arrays are
@@ -50,16 +51,28 @@ import time
 import numba
 import numpy as np
 
-from ..model.equations import (CAI, CP0, CUR0, CURRENT_NAMES, ITOT, N_CP, N_CURRENTS, N_ROWS,
-                               N_STATE_ROWS, V_, advance, voltage_terms)
+from ..model.equations import (
+    CAI,
+    CP0,
+    CUR0,
+    CURRENT_NAMES,
+    ITOT,
+    N_CP,
+    N_CURRENTS,
+    N_ROWS,
+    N_STATE_ROWS,
+    V_,
+    advance,
+    voltage_terms,
+)
 from ..model.parameters import N_STATES
-from .api import (CurrentClampResult, Pacing, VoltageClampResult, cc_setup, vc_setup)
+from .api import CurrentClampResult, Pacing, VoltageClampResult, cc_setup, vc_setup
 from .kernels import V_LIMIT, _floor, _stimulus
 
 try:  # numba's CUDA target: the simulator when NUMBA_ENABLE_CUDASIM=1; no driver is touched here
     from numba import cuda
     from numba import float64 as _f64
-except Exception:  # noqa: BLE001 - a broken CUDA install must not break the package
+except Exception:  # a broken CUDA install must not break the package
     cuda = None
     _f64 = None
 
@@ -78,7 +91,7 @@ def simulator_enabled() -> bool:
         from numba import config
 
         return bool(config.ENABLE_CUDASIM)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -93,7 +106,7 @@ def backend() -> str:
         from importlib.metadata import version
 
         return f"numba-cuda {version('numba-cuda')}"
-    except Exception:  # noqa: BLE001
+    except Exception:
         import numba
 
         return f"numba.cuda (built into numba {numba.__version__})"
@@ -106,7 +119,7 @@ def gpu_available() -> bool:
         return False
     try:
         return bool(cuda.is_available()) and len(cuda.gpus) > 0
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -121,7 +134,7 @@ def gpu_info() -> dict:
             info.update(name=name, compute_capability=".".join(map(str, dev.compute_capability)),
                         memory_GiB=round(total / 2**30, 1), free_GiB=round(free / 2**30, 1),
                         multiprocessors=dev.MULTIPROCESSOR_COUNT)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             info["error"] = str(e)
     return info
 
@@ -324,7 +337,7 @@ def _launch_cells(n: int, bytes_per_cell: int, max_cells_per_launch: int | None)
         try:
             free, _ = cuda.current_context().get_memory_info()
             cells = max(1, int(MEMORY_FRACTION * free) // bytes_per_cell)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     return max(1, min(n, cells))
 
@@ -362,7 +375,7 @@ def simulate_voltage_clamp_gpu(protocol, inputs=None, *, temperature_K: float | 
     n_keep = -(-protocol.n_samples // keep)
     n_cur = N_CURRENTS if record_currents else 0
     itot = np.empty((n, n_keep), np.float32)
-    cur = np.empty((n, n_cur, n_keep), np.float32) if record_currents else None
+    cur = np.empty((n, n_cur, n_keep), np.float32)  # (n, 0, n_keep) without currents
     final = np.empty((n, N_STATES))
     unstable = np.zeros(n, np.uint8)
     per_cell = 4 * n_keep * (1 + n_cur) + 8 * (N_CP + 2 * N_STATES) + 1
@@ -410,7 +423,7 @@ def simulate_current_clamp_gpu(duration_ms: float, inputs=None, *, temperature_K
 
     def run(y_start, n_steps, every, n_out, keep_every, start_ms, want_cai):
         v_out = np.empty((n, n_out), np.float32)
-        cai_out = np.empty((n, n_out), np.float32) if want_cai else None
+        cai_out = np.empty((n, n_out) if want_cai else (n, 0), np.float32)
         final = np.empty((n, N_STATES))
         bad = np.zeros(n, np.uint8)
         per_cell = 4 * n_out * (2 if want_cai else 1) + 8 * (N_CP + 2 * N_STATES) + 1
@@ -428,7 +441,7 @@ def simulate_current_clamp_gpu(duration_ms: float, inputs=None, *, temperature_K
                          stim.start_ms - start_ms, stim.period_ms, stim.width_ms, dv_max_mV,
                          max_substeps, want_cai, d_v[:m], d_cai[:m] if want_cai else d_cai,
                          d_final[:m], d_bad[:m]))
-        return v_out, cai_out, final, bad.astype(bool)
+        return v_out, (cai_out if want_cai else None), final, bad.astype(bool)
 
     pre_unstable = np.zeros(n, np.bool_)
     if prepace_ms > 0:

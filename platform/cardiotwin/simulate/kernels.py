@@ -20,8 +20,19 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from ..model.equations import (CAI, CP0, CUR0, ITOT, N_CP, N_CURRENTS, N_ROWS, N_STATE_ROWS, V_,
-                               advance, voltage_terms)
+from ..model.equations import (
+    CAI,
+    CP0,
+    CUR0,
+    ITOT,
+    N_CP,
+    N_CURRENTS,
+    N_ROWS,
+    N_STATE_ROWS,
+    V_,
+    advance,
+    voltage_terms,
+)
 
 
 def _drop_stale_cache() -> None:

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ class DirectoryLock:
 
     def _owned(self) -> bool:
         rec = self.holder()
-        return bool(rec) and rec.get("token") == self.token
+        return rec is not None and rec.get("token") == self.token
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -163,10 +164,8 @@ class DirectoryLock:
         if self._thread is not None:
             self._thread.join(timeout=self.heartbeat_s + 1)
         if self._held and self._owned():
-            try:
+            with suppress(OSError):
                 self.path.unlink()
-            except OSError:
-                pass
         self._held = False
 
     def __enter__(self) -> DirectoryLock:

@@ -82,7 +82,8 @@ def claim_output_dir(out: str | os.PathLike, *, marker: str, fmt: str, config_ha
             if m.get("config_hash") == config_hash:
                 previous = m
             elif not overwrite:
-                stored = m.get("config") if isinstance(m.get("config"), dict) else {}
+                cfg = m.get("config")
+                stored = cfg if isinstance(cfg, dict) else {}
                 diff = config_diff(stored, identity) if identity is not None else ""
                 raise ValueError(
                     f"directory {out} holds another {what} (config hash "
