@@ -16,17 +16,22 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from cardiotwin.decimation import decimate  # noqa: E402
 from cardiotwin.features import BATCH_KEYS  # noqa: E402
 from cardiotwin.model import INFERRED_NAMES  # noqa: E402
-from cardiotwin.population import (GenerationConfig, generate_population,  # noqa: E402
-                                   list_to_numpy, open_store, sample_multipliers,
-                                   sample_population)
-from cardiotwin.decimation import decimate  # noqa: E402
+from cardiotwin.population import (  # noqa: E402
+    GenerationConfig,
+    generate_population,
+    list_to_numpy,
+    open_store,
+    sample_multipliers,
+    sample_population,
+)
 from cardiotwin.population.actor import TEST_EXIT_MARKER, TEST_EXIT_ON_SHARD  # noqa: E402
 from cardiotwin.population.batch import simulate_batch  # noqa: E402
 from cardiotwin.population.manifest import PopulationManifest  # noqa: E402
-from cardiotwin.storage.identity import canonical_json, sha256_file  # noqa: E402
 from cardiotwin.protocols import load_protocol  # noqa: E402
+from cardiotwin.storage.identity import canonical_json, sha256_file  # noqa: E402
 
 N = 160
 SEED = 3
@@ -44,7 +49,7 @@ def ray_cluster():
     os.environ.pop("RAY_ADDRESS", None)
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     if started:
         ray.shutdown()
