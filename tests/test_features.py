@@ -2,6 +2,7 @@
 
 import csv
 import gzip
+import itertools
 import json
 import math
 from pathlib import Path
@@ -11,8 +12,14 @@ import pytest
 from scipy.signal import find_peaks
 
 from cardiotwin.features import (
-    BATCH_KEYS, TraceFeatures, analyze_trace, classify, classify_batch, load_trace_csv,
+    BATCH_KEYS,
+    TraceFeatures,
+    analyze_trace,
+    classify,
+    classify_batch,
+    load_trace_csv,
 )
+from cardiotwin.trace_csv import TraceCsvError, read_csv_trace
 
 DATA = Path(__file__).parent / "data"
 SHARED_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ipsc-ap"
@@ -75,6 +82,73 @@ def test_load_errors_name_file_and_columns(tmp_path):
         load_trace_csv(back)
 
 
+@pytest.mark.parametrize("text, field, line, fragment", [
+    ("t_ms,v_mV\n0,1\n0.1,abc\n", "v_mV", 3, "line 3, column 2: expected a number, found 'abc'"),
+    ("t_ms,v_mV\n0,1\n0.1,\n", "v_mV", 3, "line 3, column 2: expected a number, found ''"),
+    ("t_ms,v_mV\n0,1\n0.1\n", "rows", 3, "line 3: expected 2 fields"),
+    ("t_ms,v_mV\n0,1\n0.1,inf\n0.2,nan\n", "v_mV", 3,
+     "line 3, column 2: expected a finite number, found 'inf' (2 non-finite values in all)"),
+    ("v_mV,t_ms\n1,0\n1,0.1\n1,0.2\n1,0.35\n1,0.45\n", "t_ms", 5,
+     "not uniformly sampled: line 5 (t = 0.35 ms) comes 0.15 ms after the previous sample, "
+     "expected 0.1 ms"),
+    ("t_ms,v_mV\n0,1\n0.1,1\n0.1,1\n", "t_ms", 4, "line 4: time is not strictly increasing"),
+    ("t_ms,v_mV\n0,1\n", "rows", None, "expected >= 2 samples, found 1"),
+    ("t_ms,v_mV\n\n\n", "rows", None, "no data rows after the header"),
+    ("t_ms,v_mV,t_ms\n0,1,0\n", "header", 1, "line 1, column 3: expected unique column names"),
+    ("t_ms,volts\n0,1\n0.1,2\n", "columns", 1,
+     "expected a time column (t_ms | time_ms | time_s) and a voltage column (v_mV | voltage_mV);"
+     " found ['t_ms', 'volts'] in the header (line 1), without a voltage column"),
+    ("time_s,voltage_mV\n0,1\n\n0.0001,2\n0.0002,x\n", "voltage_mV", 5,
+     "line 5, column 2: expected a number, found 'x'"),  # blank line 3 skipped, counted
+    ("", "header", 1, "the file is empty"),
+])
+def test_csv_reader_errors_name_file_line_and_column(tmp_path, text, field, line, fragment):
+    path = tmp_path / "trace.csv"
+    path.write_text(text)
+    with pytest.raises(TraceCsvError) as ei:
+        load_trace_csv(path)
+    e = ei.value
+    assert isinstance(e, ValueError) and e.field == field and e.line == line
+    assert str(e).startswith(f"{path}: {field}: ") and fragment in str(e)
+
+
+def test_csv_reader_file_errors(tmp_path):
+    with pytest.raises(TraceCsvError, match="missing.csv: path: file not found"):
+        load_trace_csv(tmp_path / "missing.csv")
+    (tmp_path / "bad.csv.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(TraceCsvError, match=r"bad\.csv\.gz: file: cannot read as text CSV"):
+        load_trace_csv(tmp_path / "bad.csv.gz")
+
+
+def test_csv_reader_is_the_twins_reader(tmp_path):
+    """features.load_trace_csv and twin.read_ap_csv read one file the same way and fail alike."""
+    from cardiotwin.twin import RecordingError, read_ap_csv
+
+    path = tmp_path / "ap.csv"
+    path.write_text("\ufefftime_s , voltage_mV,extra\n0.5,-80,a\n0.5001,-79.5,b\n0.5002,-79,c\n")
+    t, v = load_trace_csv(path)  # BOM, spaces and a text column that is not used
+    np.testing.assert_allclose(t, [500.0, 500.1, 500.2])
+    ap = read_ap_csv(path)
+    np.testing.assert_array_equal(ap.v_mV, v)
+    assert ap.sample_interval_ms == pytest.approx(0.1) and ap.t_ms[0] == 0  # re-based
+    path.write_text("t_ms,v_mV\n0,1\n0.1,x\n")
+    with pytest.raises(TraceCsvError) as a:
+        load_trace_csv(path)
+    with pytest.raises(RecordingError) as b:
+        read_ap_csv(path)
+    assert str(a.value) == str(b.value) and b.value.field == "v_mV"
+
+
+def test_every_csv_in_test_data_reads():
+    """The stricter shared rules (uniform time, finite cells) accept every trace kept here."""
+    for f in sorted(DATA.glob("*.csv.gz")):
+        tr = read_csv_trace(f, {})
+        assert tr.sample_interval_ms == pytest.approx(0.1), f.name
+        assert len(tr.t_ms) >= 5000 and tr.lines[0] == 2, f.name
+        if f.name.startswith("real_5_031521_4"):  # cut at 7 <= time_s < 10
+            assert tr.t_ms[0] == pytest.approx(7000.0)
+
+
 # ----------------------------------------------------------------------------- simulated
 
 
@@ -110,7 +184,7 @@ def test_baseline_apd90_and_cycle_length_independent(baseline):
     peaks, _ = find_peaks(v, height=0.0, distance=3000)
     dvdt = np.gradient(v, t)
     apd90 = []
-    for prev, p in zip(peaks[:-1], peaks[1:]):
+    for prev, p in itertools.pairwise(peaks):
         mdp = v[prev:p].min()
         up = prev + np.argmax(dvdt[prev:p])
         level = v[p] - 0.9 * (v[p] - mdp)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from cardiotwin.twin import (
     resample_signal,
     subtract_leak,
 )
+from cardiotwin.twin import protocol_match as pm
+from cardiotwin.twin.abf_header import ABF1_FIELDS, ABF2_FIELDS, ABF2_SECTIONS, AbfHeader
 from cardiotwin.twin.example import (
     example_multipliers,
     read_example_truth,
@@ -249,8 +252,60 @@ def test_small_real_abf_read_or_refused(path, pa):
     assert _check_against_pyabf_header(path, pa) == "protocol mismatch"
 
 
-def test_small_real_abf_set_is_present():
-    assert len(SMALL_ABF) == 3
+#: Every ABF in tests/data: sample rate (Hz), sweeps, samples of sweep 0, command source and
+#: ABF version, as pyabf reports them (values checked by hand against pyabf 2.3).
+REAL_ABF = {
+    "abf_18702001-step.abf": (20000, 3, 20000, "dac", "2.6.0.0"),
+    "abf_2018_12_09_pCLAMP11_0001.abf": (10000, 10, 2000, "dac", "2.9.0.0"),
+    "abf_2020_06_16_0000.abf": (10000, 3, 3540, "none", "2.3.0.0"),
+}
+
+
+def _protocol_from_epochs(path: Path, sweep: int = 0) -> Protocol:
+    """The protocol a file's DAC epoch table describes (pyabf sweepEpochs), without the
+    pre-sweep (epoch 0)."""
+    hdr = pyabf.ABF(str(path), loadData=False)
+    hdr.setSweep(sweep)
+    e, dt = hdr.sweepEpochs, 1000.0 / hdr.dataRate
+    segs, prev = [], e.levels[0]
+    for p1, p2, level, kind in list(zip(e.p1s, e.p2s, e.levels, e.types, strict=True))[1:]:
+        segs.append(Segment((p2 - p1) * dt, prev if kind == "Ramp" else level, level))
+        prev = level
+    return Protocol(tuple(segs), dt, 310.0)
+
+
+def test_every_test_abf_has_expectations():
+    assert {p.name for p in SMALL_ABF} == set(REAL_ABF)
+
+
+@pytest.mark.parametrize("name", sorted(REAL_ABF))
+def test_real_abf_reads_and_matches_its_own_protocol(name):
+    rate, n_sweeps, n0, command_source, version = REAL_ABF[name]
+    path = DATA / name
+    dt = 1000.0 / rate
+    rec = read_abf(path, capacitance_pF=CM)
+    assert rec.source_sample_interval_ms == pytest.approx(dt) and rec.n_sweeps == n_sweeps
+    assert rec.n_samples == n0 and rec.command_source == command_source
+    assert rec.abf_version == version
+    if command_source == "none":  # variable-length sweeps: matched on length only
+        flat = Protocol((Segment(n0 * dt, 0.0, 0.0),), dt, 310.0)
+        rec = read_abf(path, capacitance_pF=CM, protocol=flat)
+        assert rec.command_source == "protocol" and rec.protocol_hash == flat.protocol_hash
+        with pytest.raises(ProtocolMismatchError) as ei:
+            read_abf(path, capacitance_pF=CM, protocol=flat, sweep=1)
+        assert ei.value.field == "length"
+        return
+    protocol = _protocol_from_epochs(path)
+    hdr = pyabf.ABF(str(path))
+    lead = hdr.sweepPointCount // 64  # the ABF pre-sweep
+    for sweep in range(n_sweeps):
+        m = read_abf(path, capacitance_pF=CM, sweep=sweep, protocol=protocol)
+        assert m.protocol_hash == protocol.protocol_hash and m.n_samples == protocol.n_samples
+        assert any(f"trimmed {lead * dt:g} ms of holding" in note for note in m.notes)
+        hdr.setSweep(sweep)
+        np.testing.assert_allclose(m.current_pA_per_pF,
+                                   convert_current(hdr.sweepY[lead:], m.units["current"]) / CM,
+                                   rtol=1e-6)
 
 
 @pytest.mark.skipif(not SHARED_ABF.is_dir(), reason="../shared/data/abf-samples not present "
@@ -513,3 +568,141 @@ def test_offset_leak_from_holding(pa):
     np.testing.assert_allclose(fixed.current_pA_per_pF, clean, atol=1e-12)
     with pytest.raises(RecordingError, match="leak_subtraction: window .6000, 7000. ms holds 0"):
         subtract_leak(rec, [(6000, 7000)])
+
+
+# ----------------------------------------------------------------------------- ABF header fields
+
+
+def _pyabf_value(v):
+    """pyabf's value of a header field as a tuple (strings as pyabf cleans them)."""
+    vals = v if isinstance(v, list) else [v]
+    return tuple(vals)
+
+
+def _clean(values: tuple) -> tuple:
+    return tuple(x.decode("ascii", errors="ignore").strip() if isinstance(x, bytes) else x
+                 for x in values)
+
+
+def test_abf1_field_table_does_not_overlap():
+    fields = sorted(ABF1_FIELDS.values(), key=lambda f: f.offset)
+    for a, b in itertools.pairwise(fields):
+        assert a.offset + a.size <= b.offset, (a.name, b.name)
+    assert fields[-1].offset + fields[-1].size <= 6144  # inside the full ABF1 header
+
+
+def test_abf1_named_fields_equal_pyabfs(example, tmp_path):
+    plain = tmp_path / "plain.abf"  # pyabf's writer: a short (2048-byte) header
+    pyabf.abfWriter.writeABF1(np.full((1, 4000), -20.0), str(plain), 10000, units="pA")
+    for path in (example.voltage_clamp_abf, example.current_clamp_abf, plain):
+        abf = pyabf.ABF(str(path), loadData=False)
+        hdr = AbfHeader(path, 1)
+        for name in ABF1_FIELDS:
+            mine = hdr.abf1(name, header_only=False)
+            assert _clean(mine) == _pyabf_value(getattr(abf._headerV1, name)), (path.name, name)
+        assert hdr.abf1_has("fTelegraphMembraneCap") == (path != plain)
+        assert (hdr.abf1("fTelegraphMembraneCap") is None) == (path == plain)
+    raw = AbfHeader(example.voltage_clamp_abf.read_bytes(), 1)  # bytes read the same
+    assert raw.abf1("fTelegraphMembraneCap") == AbfHeader(example.voltage_clamp_abf, 1).abf1(
+        "fTelegraphMembraneCap")
+    assert raw.abf1("fTelegraphMembraneCap")[0] == pytest.approx(CM)
+
+
+@pytest.mark.parametrize("path", SMALL_ABF, ids=lambda p: p.name)
+def test_abf2_named_fields_equal_pyabfs(path):
+    abf = pyabf.ABF(str(path), loadData=False)
+    hdr = AbfHeader(path, 2)
+    sections = {"ADCSection": abf._adcSection, "DACSection": abf._dacSection,
+                "SynchArraySection": abf._synchArraySection}
+    for section, fields in ABF2_FIELDS.items():
+        for name in fields:
+            assert hdr.abf2_entries(section, name) == list(getattr(sections[section], name)), \
+                (section, name)
+    assert hdr.abf1("fTelegraphMembraneCap") is None  # not an ABF1 file
+
+
+def test_abf_header_outside_the_file_is_absent(example):
+    cut = AbfHeader(example.voltage_clamp_abf.read_bytes()[:4000], 1)
+    assert cut.abf1("fTelegraphMembraneCap", header_only=False) is None
+    assert cut.abf1("lDataSectionPtr") == (12,)
+    empty = bytearray(b"ABF2" + bytes(1020))
+    assert AbfHeader(bytes(empty), 2).abf2_entries("ADCSection", "nADCNum") is None  # size 0
+    ABF2_SECTIONS["ADCSection"].pack_into(empty, 1, 82, 0)  # block 1, 82-byte entries, none
+    assert AbfHeader(bytes(empty), 2).abf2_entries("ADCSection", "nADCNum") == []
+    ABF2_SECTIONS["ADCSection"].pack_into(empty, 1, 82, 7)  # 7 entries would end past EOF
+    assert AbfHeader(bytes(empty), 2).abf2_entries("ADCSection", "nADCNum") is None
+
+
+def test_header_field_pack_checks_the_element_range():
+    buf = bytearray(6144)
+    ABF1_FIELDS["nWaveformEnable"].pack_into(buf, 1, index=1)
+    assert ABF1_FIELDS["nWaveformEnable"].unpack(buf) == (0, 1)
+    with pytest.raises(ValueError, match="nWaveformEnable: 1 values from element 2; expected "
+                       "whole elements of 1 within 0..1"):
+        ABF1_FIELDS["nWaveformEnable"].pack_into(buf, 1, index=2)
+
+
+# ----------------------------------------------------------------------------- matching steps
+
+
+def _two_step(dt=0.1):
+    """-80 mV for 1 ms, then 0 mV for 2 ms (10 + 20 samples at 0.1 ms)."""
+    return Protocol((Segment(1.0, -80, -80), Segment(2.0, 0, 0)), dt, 310.0)
+
+
+def test_segment_of_boundaries():
+    p = _two_step()
+    assert [pm.segment_of(p, k) for k in (0, 9, 10, 29, 30, 100)] == [0, 0, 1, 1, 1, 1]
+
+
+def test_command_bounds_cover_edge_before_and_one_sample_after():
+    p = np.array([0, 0, 0, 10, 10, 10], dtype=float)
+    lo, hi = pm.command_bounds(p, 0.1, 1.0, 0.2)  # 2 samples before, 1 after
+    np.testing.assert_array_equal(lo, np.array([0, 0, 0, 0, 0, 10]) - 1.0)
+    np.testing.assert_array_equal(hi, np.array([0, 0, 10, 10, 10, 10]) + 1.0)
+
+
+def test_lag_candidates_find_a_leading_holding():
+    p = _two_step().command_voltage()
+    c = np.concatenate([np.full(7, -80.0), p, np.full(4, 0.0)])
+    cands = pm.lag_candidates(c, p, max_lag=11, tol=1.0)
+    assert 7 in cands and all(0 <= k <= 11 for k in cands) and len(set(cands)) == len(cands)
+    assert pm.describe_lead_trail(c, 7, len(p), 1.0) == (None, None)
+    c[-2:] = 20.0
+    before, after = pm.describe_lead_trail(c, 7, len(p), 1.0)
+    assert before is None and "4 samples after the protocol" in after
+
+
+def test_mismatch_reported_where_the_difference_begins():
+    p = _two_step()
+    c = p.command_voltage().copy()
+    c[10:] = -10.0  # steps to -10 mV instead of 0 mV, on time
+    lo, hi = pm.command_bounds(p.command_voltage(), 0.1, 1.0, 0.5)
+    assert int(np.argmax(pm.violations(c, lo, hi))) == 15  # outside the 0.5 ms slack only
+    with pytest.raises(ProtocolMismatchError) as ei:
+        recording_from_arrays(np.zeros(30), command_mV=c, sample_interval_ms=0.1, protocol=p)
+    e = ei.value
+    assert e.time_ms == pytest.approx(1.0) and e.segment == 1  # stepped back to sample 10
+    assert e.expected_mV == 0 and e.found_mV == -10 and "15 of 30 samples differ" in str(e)
+
+
+def test_find_alignment_reports_the_longest_partial_match():
+    p = _two_step()
+    c = np.concatenate([np.full(12, -80.0), p.command_voltage()])  # 1.2 ms lead > 0.5 ms slack
+    c[-3:] = 30.0
+    rec = recording_from_arrays(np.zeros(len(c)), command_mV=c, sample_interval_ms=0.1)
+    m = pm.Match(rec, p, p.command_voltage(), 1.0, 0.5, None)
+    lo, hi = pm.command_bounds(m.p, 0.1, 1.0, 0.5)
+    lag, best = pm.find_alignment(m, lo, hi)
+    # lag 12 fails at protocol sample 27; lag 11 (one sample late, within the timing slack)
+    # only at 28, with 2 bad samples: the longest partial match is reported
+    assert lag is None and best == (28, 11, 2)
+    c[-3:] = 0.0
+    rec = rec.replace(command_mV=c)
+    m = pm.Match(rec, p, p.command_voltage(), 1.0, 0.5, None)
+    assert pm.find_alignment(m, lo, hi) == (12, None)
+    out = pm.aligned(m, 12)
+    assert out.n_samples == 30 and out.protocol_hash == p.protocol_hash
+    np.testing.assert_array_equal(out.command_mV, p.command_voltage())
+    assert "trimmed 1.2 ms of holding before the protocol (ABF pre-sweep) and 0 ms" \
+        in out.notes[-1]

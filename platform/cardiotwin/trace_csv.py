@@ -207,7 +207,7 @@ def _parse_column(rows: list[tuple[int, list[str]]], j: int, name: str, src: str
     try:
         x = np.array(cells, dtype=np.float64)
     except ValueError:
-        for (k, _), cell in zip(rows, cells):
+        for (k, _), cell in zip(rows, cells, strict=True):
             try:
                 float(cell)
             except ValueError:

@@ -248,8 +248,8 @@ def sweep_c(abf, s: int, ch: int, n: int, source: str) -> np.ndarray:
 def _command_from_dac(abf, sweeps_: list[int], ch: int, n_by_sweep, dac_units, source: str
                       ) -> np.ndarray:
     """The DAC command (pyabf sweepC) shared by ``sweeps_``; refused when they differ."""
-    cs = [sweep_c(abf, s, ch, n, source) for s, n in zip(sweeps_, n_by_sweep)]
-    for s, c in zip(sweeps_[1:], cs[1:]):
+    cs = [sweep_c(abf, s, ch, n, source) for s, n in zip(sweeps_, n_by_sweep, strict=True)]
+    for s, c in zip(sweeps_[1:], cs[1:], strict=True):
         d = np.abs(c - cs[0]) > 1e-6
         if d.any():
             k = int(np.argmax(d))

@@ -44,12 +44,15 @@ class HeaderField:
         return struct.unpack_from(self.struct_format, buf, base + self.offset)
 
     def pack_into(self, buf: bytearray, *values, index: int = 0) -> None:
-        """Write ``values`` into ``buf`` from element ``index`` of the field on."""
-        if index < 0 or index + len(values) > self.count:
-            raise ValueError(f"{self.name}: elements {index}..{index + len(values) - 1} "
-                             f"outside 0..{self.count - 1}")
+        """Write ``values`` into ``buf`` from element ``index`` of the field on (whole
+        elements: a multiple of the values one element holds)."""
         one = struct.calcsize("<" + self.fmt)
-        struct.pack_into("<" + self.fmt * len(values), buf, self.offset + index * one, *values)
+        per = len(struct.unpack("<" + self.fmt, bytes(one)))
+        n = len(values) // per
+        if len(values) % per or index < 0 or index + n > self.count:
+            raise ValueError(f"{self.name}: {len(values)} values from element {index}; "
+                             f"expected whole elements of {per} within 0..{self.count - 1}")
+        struct.pack_into("<" + self.fmt * n, buf, self.offset + index * one, *values)
 
 
 def _table(*fields: HeaderField) -> dict[str, HeaderField]:
@@ -153,7 +156,8 @@ class AbfHeader:
         return ptr is not None and f.offset + f.size <= ptr[0] * BLOCK
 
     def abf2_entries(self, section: str, name: str) -> list | None:
-        """Field ``name`` of every entry of ABF2 ``section``; None when absent."""
+        """Field ``name`` of every entry of ABF2 ``section``; None when absent (no such
+        section, entries too small for the field, or the section ends past the file)."""
         if self.major != 2:
             return None
         loc = self._get(ABF2_SECTIONS[section])
@@ -161,7 +165,7 @@ class AbfHeader:
             return None
         block, size, count = loc
         f = ABF2_FIELDS[section][name]
-        if count < 0 or size < f.offset + f.size or count * size > self._size:
+        if count < 0 or size < f.offset + f.size or block * BLOCK + count * size > self._size:
             return None
         out = []
         for i in range(count):

@@ -26,26 +26,27 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ..model.parameters import INFERRED_NAMES, N_INFERRED, REGISTRY_VERSION, inputs_from_multipliers
+from ..model.parameters import (
+    INFERRED_NAMES,
+    N_INFERRED,
+    REGISTRY_VERSION,
+    inputs_from_multipliers,
+)
 from ..protocols import Protocol, builtin_protocol
+from ..storage.atomic import atomic_path, write_json_atomic
+from .abf_header import ABF1_FIELDS, BLOCK
 
 FORMAT = "cardiotwin.example-recording/1"
 #: Entropy that keeps example cells apart from population cells (which use [seed, i]).
 _EXAMPLE_STREAM = 0x7E1E
 
-# ABF1 header layout (byte offsets; see pyabf.abf1.headerV1)
-_BLOCK = 512
 _HEADER_BLOCKS = 12  # 6144 bytes: the full ABF1 header
-_OFF = dict(data_ptr=40, n_channels=120, ptol_map=378, sampling_seq=410, adc_names=442,
-            adc_units=602, scale=922, comment=310, creator=294, telegraph_enable=4512,
-            telegraph_gain=4576, telegraph_cm=4704)
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ def write_abf1(path: str | os.PathLike, signals: Sequence[tuple[np.ndarray, str,
 
     Uses pyabf's writer for the data, then extends the header (see the module docstring).
     Each channel gets its own scale so that it uses the full 16-bit range; values are stored
-    truncated towards zero to a step of max|values| / ~3277 (pyabf's encoding).
-    Written to a temporary name, then renamed.
+    truncated towards zero to a step of max|values| / ~3277 (pyabf's encoding). Header fields
+    by name (:data:`.abf_header.ABF1_FIELDS`); written atomically (storage.atomic).
     """
     import pyabf.abfWriter
 
@@ -84,32 +85,29 @@ def write_abf1(path: str | os.PathLike, signals: Sequence[tuple[np.ndarray, str,
     interleaved = np.empty(n * n_ch)
     for c, a in enumerate(arrays):
         interleaved[c::n_ch] = a * prescale[c]
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    f = ABF1_FIELDS
+    with atomic_path(path) as tmp:
         pyabf.abfWriter.writeABF1(interleaved[None, :], str(tmp), sample_rate_Hz * n_ch,
                                   units=signals[0][1])
         raw = bytearray(tmp.read_bytes())
-        old_start = struct.unpack_from("i", raw, _OFF["data_ptr"])[0] * _BLOCK
-        out = raw[:old_start] + bytearray(_HEADER_BLOCKS * _BLOCK - old_start) + raw[old_start:]
-        struct.pack_into("i", out, _OFF["data_ptr"], _HEADER_BLOCKS)
-        struct.pack_into("h", out, _OFF["n_channels"], n_ch)
-        struct.pack_into("16h", out, _OFF["ptol_map"], *range(16))
-        struct.pack_into("16h", out, _OFF["sampling_seq"], *range(n_ch), *([-1] * (16 - n_ch)))
-        base_scale = struct.unpack_from("f", out, _OFF["scale"])[0]
+        old_start = f["lDataSectionPtr"].unpack(raw)[0] * BLOCK
+        out = raw[:old_start] + bytearray(_HEADER_BLOCKS * BLOCK - old_start) + raw[old_start:]
+        f["lDataSectionPtr"].pack_into(out, _HEADER_BLOCKS)
+        f["nADCNumChannels"].pack_into(out, n_ch)
+        f["nADCPtoLChannelMap"].pack_into(out, *range(16))
+        f["nADCSamplingSeq"].pack_into(out, *range(n_ch), *([-1] * (16 - n_ch)))
+        base_scale = f["fInstrumentScaleFactor"].unpack(out)[0]
         for c, (_, units, name) in enumerate(signals):
-            struct.pack_into("10s", out, _OFF["adc_names"] + 10 * c, _padded(name, 10))
-            struct.pack_into("8s", out, _OFF["adc_units"] + 8 * c, _padded(units, 8))
-            struct.pack_into("f", out, _OFF["scale"] + 4 * c, base_scale * prescale[c])
-            struct.pack_into("f", out, _OFF["telegraph_gain"] + 4 * c, 1.0)
+            f["sADCChannelName"].pack_into(out, _padded(name, 10), index=c)
+            f["sADCUnits"].pack_into(out, _padded(units, 8), index=c)
+            f["fInstrumentScaleFactor"].pack_into(out, base_scale * prescale[c], index=c)
+            f["fTelegraphAdditGain"].pack_into(out, 1.0, index=c)
         if capacitance_pF is not None:
-            struct.pack_into("h", out, _OFF["telegraph_enable"], 1)
-            struct.pack_into("f", out, _OFF["telegraph_cm"], float(capacitance_pF))
-        struct.pack_into("16s", out, _OFF["creator"], _padded("cardiotwin", 16))
-        struct.pack_into("56s", out, _OFF["comment"], _padded(comment, 56))
+            f["nTelegraphEnable"].pack_into(out, 1)
+            f["fTelegraphMembraneCap"].pack_into(out, float(capacitance_pF))
+        f["sCreatorInfo"].pack_into(out, _padded("cardiotwin", 16))
+        f["sFileCommentOld"].pack_into(out, _padded(comment, 56))
         tmp.write_bytes(bytes(out))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -189,7 +187,7 @@ def write_example_recording(out_dir: str | os.PathLike, seed: int = 0, *,
     truth = {
         "format": FORMAT, "seed": int(seed), "spread": spread,
         "registry_version": REGISTRY_VERSION,
-        "multipliers": {n: float(x) for n, x in zip(INFERRED_NAMES, m)},
+        "multipliers": {n: float(x) for n, x in zip(INFERRED_NAMES, m, strict=True)},
         "capacitance_pF": capacitance_pF, "noise_pA_per_pF": noise_pA_per_pF,
         "sample_rate_Hz": sample_rate_Hz, "temperature_K": temp,
         "protocol": base.to_dict(), "protocol_hash": base.protocol_hash,
@@ -197,17 +195,20 @@ def write_example_recording(out_dir: str | os.PathLike, seed: int = 0, *,
         "current_clamp": ap_info,
     }
     truth_path = out / f"{name}.json"
-    tmp = truth_path.with_name(f".{truth_path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(truth, indent=1) + "\n")
-    os.replace(tmp, truth_path)
+    write_json_atomic(truth_path, truth, indent=1)
     return ExamplePaths(vc_path, ap_path, truth_path)
 
 
 def read_example_truth(path: str | os.PathLike) -> dict:
     """The truth JSON of an example (``multipliers`` as {name: value}); ValueError on a wrong
     format."""
-    d = json.loads(Path(path).read_text())
-    if d.get("format") != FORMAT:
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+                         ) from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        d = d if isinstance(d, dict) else {}
         raise ValueError(f"{path}: format {d.get('format')!r}; expected {FORMAT!r}")
     return d
 
