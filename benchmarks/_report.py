@@ -1,9 +1,13 @@
-"""Report helpers shared by the benchmark scripts: host facts and plain-text tables."""
+"""Report helpers shared by the benchmark scripts: host facts, plain-text tables, and where
+the shared reference data lies (``SHARED``: a ``shared/`` folder beside the repository, found
+relative to this file; a benchmark skips a figure, saying so, when its data is absent)."""
 
 import os
 import platform
 import time
 from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> str:
@@ -17,8 +21,9 @@ def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> str:
     numeric = [i > 0 and all(isnum(r[i]) for r in rows) for i in range(len(headers))]
 
     def line(cells):
+        cols = zip(cells, widths, numeric, strict=True)
         return (indent + "  ".join(c.rjust(w) if num else c.ljust(w)
-                                   for c, w, num in zip(cells, widths, numeric))).rstrip()
+                                   for c, w, num in cols)).rstrip()
 
     return "\n".join([line(headers), indent + "  ".join("-" * w for w in widths)]
                      + [line(r) for r in rows])

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import cpu_model, loadavg, table  # noqa: E402
+from _report import cpu_model, loadavg, table
 
 STUDY_CELLS = 4000
 STUDY_EAD_50NM = 0.03

@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_model, loadavg, table  # noqa: E402
+from _report import cpu_model, loadavg, table
 
 SPREAD, SEED = 0.4, 0
 CC_MS = 6000.0
@@ -117,8 +115,15 @@ def float32_storage_check() -> list[list[str]]:
     import numba
 
     from cardiotwin.model import BASELINE, inputs_from_named, read_multipliers_csv, tau_factor
-    from cardiotwin.model.equations import (CP0, ITOT, N_ROWS, V_, advance, cell_constants,
-                                            voltage_terms)
+    from cardiotwin.model.equations import (
+        CP0,
+        ITOT,
+        N_ROWS,
+        V_,
+        advance,
+        cell_constants,
+        voltage_terms,
+    )
     from cardiotwin.model.parameters import INITIAL_STATE
     from cardiotwin.protocols import builtin_protocol
 
@@ -216,13 +221,13 @@ def kernel_facts(g) -> list[list[str]]:
     rows = []
     for name in ("vc", "cc"):
         disp = g._COMPILED.get(name)
-        for sig, ov in getattr(disp, "overloads", {}).items():
+        for ov in getattr(disp, "overloads", {}).values():
             facts = []
             for attr in ("regs_per_thread", "local_mem_per_thread", "shared_mem_per_block",
                          "max_threads_per_block"):
                 try:
                     facts.append(str(getattr(ov, attr)))
-                except Exception:  # noqa: BLE001
+                except Exception:
                     facts.append("n/a")
             rows.append([name, *facts])
     return rows
@@ -366,7 +371,7 @@ def main() -> None:
         _, _, out_g, _ = run_gpu(kind, xk, 1, a.tpb[0])
         _, out_c = run_cpu(kind, xk)
         ok = np.isfinite(out_c).all(axis=1)
-        errs = [rel_rms(gi, ci) for gi, ci in zip(out_g[ok], out_c[ok])]
+        errs = [rel_rms(gi, ci) for gi, ci in zip(out_g[ok], out_c[ok], strict=True)]
         rows.append([kind, str(int(ok.sum())), f"{max(errs):.2e}", f"{np.median(errs):.2e}",
                      "yes" if np.array_equal(np.isnan(out_g), np.isnan(out_c)) else "NO"])
     print(table(["case", "finite cells", "max rel RMS", "median rel RMS", "same NaNs"], rows))

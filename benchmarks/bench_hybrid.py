@@ -31,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_model, loadavg, table  # noqa: E402
+from _report import SHARED, cpu_model, loadavg, table
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ipsc-ap"
+REAL = SHARED / "data" / "real-ipsc-ap"
 
 
 def _f(x, fmt="{:.3g}"):
@@ -91,7 +90,7 @@ def simulated(a, log) -> None:
         print(f"   forecast MSE over {a.horizon_ms:g} ms on held-out beats (normalized^2, mean "
               f"over {len(mse_p)} cells): physics-only {np.mean(mse_p):.2e}, hybrid "
               f"{np.mean(mse_h):.2e} (ratio {np.mean(mse_h) / np.mean(mse_p):.2f}; hybrid better "
-              f"in {sum(h < p for h, p in zip(mse_h, mse_p))} of {len(mse_p)} cells); "
+              f"in {sum(h < p for h, p in zip(mse_h, mse_p, strict=True))} of {len(mse_p)} cells); "
               f"||F_dl|| at the end {np.mean(norms):.2e} /ms (mean)")
         print("   study (APHYN-EP validation set): hybrid 5.7e-3 vs physics-only 1e-2 (ratio 0.57)")
 
@@ -125,7 +124,7 @@ def real(a, log) -> None:
         cells.setdefault(cell, {})[cond] = p
     rows = []
     t0 = time.perf_counter()
-    for cell, conds in sorted(cells.items()):
+    for _cell, conds in sorted(cells.items()):
         pair = [conds.get("pre-drug"), conds.get("post-drug")]
         if all(p is not None and screen[p] is None for p in pair):
             for p in pair:

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _report import cpu_model, loadavg, table  # noqa: E402
+from _report import cpu_model, loadavg, table
 
 STUDY_MAE = {1000: 0.041, 10000: 0.038, 200000: 0.020}  # source study, +-20%, median MAE
 PRESET_NAMES = ("study_fc", "ridge_mlp")
@@ -172,7 +172,8 @@ def run_one(name: str, n: int, data, args) -> dict:
     m_train = prep.data.multipliers["train"].astype(np.float64)
     m_test = prep.data.multipliers["test"].astype(np.float64)
     trivial_mult = float(np.median(np.mean(np.abs(m_test - m_train.mean(axis=0)), axis=0)))
-    train_rate = [n_train / (e - v) for e, v in zip(timing.epoch_s, timing.val_s) if e > v]
+    train_rate = [n_train / (e - v)
+                  for e, v in zip(timing.epoch_s, timing.val_s, strict=True) if e > v]
     del model
     import keras
 

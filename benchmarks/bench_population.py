@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _report import compile_row, cpu_model, loadavg, table  # noqa: E402
+from _report import compile_row, cpu_model, loadavg, table
 
 SOURCE_STUDY_CELLS = 1_100_000
 TARGET_OVERHEAD = 0.15
@@ -399,8 +399,9 @@ def main(argv=None) -> int:
           f"{TARGET_HOURS:g} h: {'PASS' if hours < TARGET_HOURS else 'FAIL'})"
           + ("" if args.n_cells >= MIN_PROJECTION_CELLS else
              f"  [basis of {args.n_cells} cells: below {MIN_PROJECTION_CELLS:,}, not valid]"))
+    bytes_per_cell = main_run["shard_bytes"] / main_run["cells_simulated"]
     print(f"  bare reference: {SOURCE_STUDY_CELLS / bare_rate / 3600:.2f} h; "
-          f"disk {main_run['shard_bytes'] / main_run['cells_simulated'] * SOURCE_STUDY_CELLS / 1e9:,.1f} GB")
+          f"disk {bytes_per_cell * SOURCE_STUDY_CELLS / 1e9:,.1f} GB")
 
     print()
     print(f"load average at end: {loadavg()}")

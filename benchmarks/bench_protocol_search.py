@@ -36,8 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_model, loadavg, table  # noqa: E402
+from _report import cpu_model, loadavg, table
 
 
 def main() -> int:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _report import cpu_model, loadavg, table  # noqa: E402
+from _report import cpu_model, loadavg, table
 
 STUDY = {"mae": 0.04, "apd_err_pct": 5.0}
 TRAIN_DRUGS = ("e4031", "verapamil", "nifedipine", "lidocaine", "cisapride", "quinine")
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         progress(f"training '{name}' (beta {beta}) on {len(data.x['train'])} windows")
         cb = budget_callback(a.budget_min * 60)
         model, hist, wall = fit(cfg, data, extra_callbacks=[cb],
-                                log=lambda s: progress(f"{name}: {s}"))
+                                log=lambda s, name=name: progress(f"{name}: {s}"))
         models[name] = (model, cfg)
         train_info[name] = {"epochs": len(hist["loss"]), "wall": wall, "budget": cb.hit,
                             "params": model.count_params(),
@@ -167,8 +167,9 @@ def main(argv=None) -> int:
     print(table(["model: test set", "windows", "MAE", "r", "APD90 ms", "APD90 %",
                  "APD50 %", "90% cover"], rows))
     print("\nmedian |APD error| (%) at every level, held-out cells:")
-    rows = [[name] + [f"{by_set['held-out cells']['apd'][f'APD{x}'].get('median_abs_pct', np.nan):.2f}"
-                      for x in APD_LEVELS] for name, by_set in results.items()]
+    rows = [[name] + [f"{held['apd'][f'APD{x}'].get('median_abs_pct', np.nan):.2f}"
+                      for x in APD_LEVELS]
+            for name, held in ((n, s["held-out cells"]) for n, s in results.items())]
     print(table(["model"] + [f"APD{x}" for x in APD_LEVELS], rows))
 
     # ---- latency ----

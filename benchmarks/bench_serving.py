@@ -90,7 +90,7 @@ def main() -> None:
         if label.startswith("full"):
             t0 = time.perf_counter()
             with cf.ThreadPoolExecutor(a.clients) as pool:
-                conc = list(pool.map(lambda _: _post(url, data), range(a.requests)))
+                conc = list(pool.map(lambda _, url=url: _post(url, data), range(a.requests)))
             thr = a.requests / (time.perf_counter() - t0)
             conc_lat = np.array([dt for dt, _ in conc]) * 1e3
             batches = np.array([tw.get("simulation_batch_size", 1) for _, tw in conc])

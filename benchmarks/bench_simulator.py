@@ -14,7 +14,8 @@ Reports, for a population of cells with multipliers U(1 - 0.4, 1 + 0.4) on the 5
    - CC: 6 s of spontaneous beating (V every 0.1 ms = 60,001 samples per cell),
    at each thread count in --threads (default: 1 and numba's default count);
 3. accuracy at the same settings: relative RMS of the baseline cell's I_total (VC) against the
-   reference trace in /work/shared/reference (and, for information, of V in spontaneous beating);
+   reference trace in ../shared/reference, beside the repository (and, for information, of V
+   in spontaneous beating); skipped with a message when the reference is absent;
 4. memory per cell of a VC run of --mem-cells cells on protocol_a, measured in a fresh
    subprocess after the timings: peak resident memory increase (Linux VmHWM reset through
    /proc/self/clear_refs, else ru_maxrss) and the tracemalloc peak of numpy allocations, in
@@ -29,6 +30,7 @@ This is a script, not a test:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -43,9 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _report import compile_row, cpu_model, loadavg, table  # noqa: E402
+from _report import SHARED, compile_row, cpu_model, loadavg, table
 
-REFERENCE_DIR = Path("/work/shared/reference")
+REFERENCE_DIR = SHARED / "reference"
 VC_REFERENCE = REFERENCE_DIR / "baseline_vc_protocol_a.csv.gz"
 CC_REFERENCE = REFERENCE_DIR / "baseline_spontaneous_6s.csv.gz"
 CC_DURATION_MS = 6000.0
@@ -145,7 +147,8 @@ def measure_accuracy(protocol) -> dict:
         r = simulate_voltage_clamp(protocol)  # baseline cell
         sim = r.i_total[0]
         if sim.shape != ref["I_total"].shape or not np.allclose(r.t_ms, ref["t_ms"], atol=1e-6):
-            out["vc"] = f"time grids differ: simulated {sim.shape}, reference {ref['I_total'].shape}"
+            out["vc"] = (f"time grids differ: simulated {sim.shape}, "
+                         f"reference {ref['I_total'].shape}")
         else:
             out["vc"] = rel_rms(sim, ref["I_total"])
     ref = read_reference(CC_REFERENCE, ("t_ms", "v_mV"))
@@ -303,10 +306,8 @@ def main(argv=None) -> int:
     numba.set_num_threads(default_threads)
     rows = measure_compilation(protocol)
     print(table(["kernel", "first call", "second call", "compile/load", "how"], rows))
-    try:
+    with contextlib.suppress(ValueError):  # no parallel kernel has run yet
         print(f"  threading layer: {numba.threading_layer()}")
-    except ValueError:
-        pass
 
     # 2. speed
     print()

@@ -6,6 +6,7 @@ TensorFlow's start-up noise stays off stderr."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import subprocess
 import sys
@@ -119,19 +120,16 @@ def test_interrupt_is_exit_130(monkeypatch, tmp_path, capsys):
     assert capsys.readouterr().err == "cardiotwin: interrupted\n"
 
 
-def test_stage_without_register_uses_the_fallback(monkeypatch):
-    calls = []
-    monkeypatch.setitem(cli._FALLBACKS, "demo", lambda sub: calls.append(sub))
-    real = cli.importlib.import_module
-
-    def no_demo_cli(name):
-        if name == "cardiotwin.demo.cli_args":
-            raise ModuleNotFoundError(name=name)
-        return real(name)
-
-    monkeypatch.setattr(cli.importlib, "import_module", no_demo_cli)
-    build_parser()
-    assert len(calls) == 1
+def test_every_stage_registers_its_commands():
+    for stage in cli.STAGES:
+        module = importlib.import_module(f"cardiotwin.{stage}.cli_args")
+        sub = argparse.ArgumentParser().add_subparsers()
+        module.register(sub)
+        assert sub.choices, stage
+        for name, parser in sub.choices.items():
+            leaves = [p for _, p in _walk(parser, (name,))
+                      if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)]
+            assert all(callable(p.get_default("func")) for p in leaves), (stage, name)
 
 
 def test_simulate_vc_writes_the_csv(tmp_path, capsys):

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from cardiotwin import resources
+
 yaml = pytest.importorskip("yaml")
 util = pytest.importorskip("ray.autoscaler._private.util")
 
-from cardiotwin import resources  # noqa: E402
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 

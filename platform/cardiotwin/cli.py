@@ -25,93 +25,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 # stage packages whose cli_args module registers subcommands, in the order of the help text
 # (simulate.cli_args also adds ``features``)
 STAGES = ("simulate", "demo", "population", "learn", "twin", "drugs",
           "protocol_search", "reconstruct", "hybrid")
-
-
-# ---- fallbacks: wiring of stages whose cli_args has no register() (yet) ----------------------
-
-def _done(run: Callable[[argparse.Namespace], object]) -> Callable[[argparse.Namespace], int]:
-    def func(a: argparse.Namespace) -> int:
-        run(a)
-        return 0
-    return func
-
-
-def _demo(a: argparse.Namespace) -> int:
-    from .demo import demo_config, run_demo
-
-    cfg = demo_config(a.size, out_dir=a.out_dir, n_cells=a.n_cells, spread=a.range, seed=a.seed,
-                      epochs=a.epochs, screen_cells=a.screen_cells,
-                      concentrations_nM=a.concentrations_nm, num_cpus=a.num_cpus)
-    run_demo(cfg)
-    return 0
-
-
-def _register_demo(sub: Any) -> None:
-    demo = sub.add_parser("demo", help="the whole pipeline on an embedded default (local Ray): "
-                                       "population, network, twin of the example ABF, E-4031 "
-                                       "screen, HTML report")
-    demo.add_argument("--size", choices=("default", "smallest"), default="default",
-                      help="named sizes: default (4000 cells, 400-cell screen; a few minutes on "
-                           "2 cores) or smallest (300 cells, 8-cell screen)")
-    demo.add_argument("--out-dir", default=None, help="output directory (default out/demo)")
-    demo.add_argument("--n-cells", type=int, default=None, help="training population size")
-    demo.add_argument("--range", type=float, default=None,
-                      help="multiplier range r: U(1-r, 1+r) (default 0.2)")
-    demo.add_argument("--seed", type=int, default=None, help="seed (default 0)")
-    demo.add_argument("--epochs", type=int, default=None, help="training epochs at most")
-    demo.add_argument("--screen-cells", type=int, default=None, help="screen population size")
-    demo.add_argument("--concentrations-nm", type=float, nargs="+", default=None,
-                      help="E-4031 concentrations (nM)")
-    demo.add_argument("--num-cpus", type=int, default=None,
-                      help="CPUs of the local Ray cluster (default: all)")
-    demo.set_defaults(func=_demo)
-
-
-def _register_population(sub: Any) -> None:
-    from .population.config import add_generate_arguments
-    from .population.generate import run_from_args
-
-    gen = sub.add_parser("generate", help="generate a synthetic population into a Parquet store "
-                                          "on Ray (resumable; same options as "
-                                          "jobs/generate_population.py)")
-    add_generate_arguments(gen)
-    gen.set_defaults(func=_done(run_from_args))
-
-
-def _register_protocol_search(sub: Any) -> None:
-    from .protocol_search.cli_args import add_search_arguments, run_from_args
-
-    ps = sub.add_parser("protocol-search", help="greedy voltage-protocol search on Ray Tune "
-                                                "(resumable; same options as "
-                                                "tune/protocol_search.py)")
-    add_search_arguments(ps)
-    ps.set_defaults(func=_done(run_from_args))
-
-
-def _register_reconstruct(sub: Any) -> None:
-    from .reconstruct.cli_args import add_reconstruct_parser
-
-    add_reconstruct_parser(sub)
-
-
-def _register_hybrid(sub: Any) -> None:
-    from .hybrid.cli_args import add_hybrid_parser
-
-    add_hybrid_parser(sub)
-
-
-_FALLBACKS: dict[str, Callable[[Any], None]] = {
-    "demo": _register_demo, "population": _register_population,
-    "protocol_search": _register_protocol_search, "reconstruct": _register_reconstruct,
-    "hybrid": _register_hybrid,
-}
 
 
 # ---- commands without a stage of their own: pair generation and Ray Tune searches -----------
@@ -193,20 +113,8 @@ def _register_extra(sub: Any) -> None:
 # ---- the parser and the entry point -----------------------------------------------------------
 
 def _register_stage(sub: Any, stage: str) -> None:
-    name = f"{__package__}.{stage}.cli_args"
-    try:
-        mod = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        mod = None
-    register = getattr(mod, "register", None)
-    if register is not None:
-        register(sub)
-    elif stage in _FALLBACKS:
-        _FALLBACKS[stage](sub)
-    else:
-        raise RuntimeError(f"{name} has no register(subparsers)")
+    module = importlib.import_module(f"{__package__}.{stage}.cli_args")
+    module.register(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from .runtime.quiet import quiet_tensorflow
+
+# before the model loads TensorFlow: in the process that builds the app and in every replica
+# (a replica imports this module to rebuild the deployment)
+quiet_tensorflow()
+
 DEFAULT_MAX_UPLOAD_MB = 50.0
 SIMULATION_BATCH = 16  # the simulator's SIMD lane chunk: 16 cells cost about one
 
@@ -323,6 +329,7 @@ class TwinDeployment(TwinService):
 def app_builder(args: dict[str, Any]):
     """Application builder for ``serve run serve/config.yaml`` (``args``: TwinService
     keyword arguments; ``model_dir`` required)."""
+    quiet_tensorflow()
     if "model_dir" not in args:
         raise ValueError("serve config: args.model_dir (a model artifact directory) is required")
     return TwinDeployment.bind(**args)
