@@ -10,12 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import read_columns, rel_rms
+
 from cardiotwin.features import analyze_trace, classify, classify_batch, load_trace_csv
-from cardiotwin.model import (BASELINE, INFERRED_NAMES, INITIAL_STATE, apply_block,
-                              inputs_from_multipliers, inputs_from_named, read_multipliers_csv,
-                              tau_factor)
+from cardiotwin.model import (
+    BASELINE,
+    INFERRED_NAMES,
+    INITIAL_STATE,
+    apply_block,
+    inputs_from_multipliers,
+    inputs_from_named,
+    read_multipliers_csv,
+    tau_factor,
+)
 from cardiotwin.population import sample_multipliers
 from cardiotwin.protocols import Protocol, Segment, builtin_protocol, load_protocol
 from cardiotwin.simulate import Pacing, simulate_current_clamp, simulate_voltage_clamp
@@ -407,7 +414,7 @@ def test_unstable_vc_cell_flagged_and_isolated(five_inputs, vc_singles):
         assert nan[first:].all() and np.isfinite(r.i_total[q, :first]).all()
         assert np.isnan(r.final_state[q]).all()
         assert all(np.isnan(c[q, first:]).all() for c in r.currents.values())
-    for q, single in zip(good, vc_singles):
+    for q, single in zip(good, vc_singles, strict=True):
         np.testing.assert_array_equal(r.i_total[q], single.i_total[0])
         np.testing.assert_array_equal(r.final_state[q], single.final_state[0])
         for name, cur in r.currents.items():
@@ -424,7 +431,7 @@ def test_unstable_cc_cell_flagged_and_contained(five_inputs, cc_singles):
     for q in (1, 3):
         nan = np.isnan(r.v_mV[q])
         first = int(np.argmax(nan))
-        assert 0 < first and nan[first:].all() and np.isnan(r.cai_mM[q, first:]).all()
+        assert first > 0 and nan[first:].all() and np.isnan(r.cai_mM[q, first:]).all()
         assert np.isnan(r.final_state[q]).all()
     for q, i in ((0, 0), (2, 1), (4, 2)):
         assert np.isfinite(r.final_state[q]).all()
