@@ -141,6 +141,8 @@ def ap_clamp_currents(v_mV: np.ndarray, inputs: np.ndarray, state0: np.ndarray,
     segs = tuple(Segment(FINE_DT_MS, a, b) for a, b in itertools.pairwise(v))
     res = simulate_voltage_clamp(Protocol(segs, FINE_DT_MS, temperature_K), inputs[None, :],
                                  record_currents=True, initial_state=state0[None, :])
+    if res.currents is None:
+        raise RuntimeError("simulate_voltage_clamp returned no currents (record_currents=True)")
     return {k: c[0].astype(np.float64) for k, c in res.currents.items()}
 
 
@@ -193,7 +195,7 @@ def simulate_cells(cfg: PairConfig, first: int, n: int) -> tuple[dict[str, list]
     status = np.where(cc.unstable, "unstable", status)
     counts["unstable"] += int((~ok_start).sum())
     counts.update(status.tolist())
-    for j, i in enumerate(idx):
+    for j, i in enumerate(idx.tolist()):
         if status[j] != "ok":
             continue
         rng = rngs[i]
@@ -333,8 +335,9 @@ def generate_pairs(cfg: PairConfig, out_dir: str | os.PathLike, *, n_workers: in
     The directory is claimed (``storage.outdir``: new, or this store) and locked against a
     second writer (``storage.lock``) for the whole run; shards that are not complete
     (``population.store.complete_shard``: missing, torn, damaged, or of another config) are
-    (re)generated. Sidecars and manifest record the code version. ``timeout_s``: a shard running longer is presumed hung and retried (default:
-    5 x the slowest completed shard, at least 10 min); ``max_attempts``: tries per shard.
+    (re)generated. Sidecars and manifest record the code version. ``timeout_s``: a shard
+    running longer is presumed hung and retried (default: 5 x the slowest completed shard, at
+    least 10 min); ``max_attempts``: tries per shard.
     """
     from ..population.store import remove_stale_temporaries
     from ..storage.lock import DirectoryLock
@@ -431,7 +434,7 @@ def read_pair_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_pairs(path: str | os.PathLike, columns: tuple[str, ...] | None = None
-               ) -> dict[str, np.ndarray]:
+               ) -> dict[str, Any]:
     """All rows of a complete pair store as arrays (list columns as 2-D float32). Every shard
     is verified first (``population.store.complete_shard``): a damaged one is a ValueError
     naming it (re-running the generation regenerates it)."""
@@ -453,7 +456,7 @@ def load_pairs(path: str | os.PathLike, columns: tuple[str, ...] | None = None
     import pyarrow as pa
 
     t = pa.concat_tables(tables)
-    res: dict[str, np.ndarray] = {}
+    res: dict[str, Any] = {}
     for name in t.column_names:
         col = t.column(name)
         if pa.types.is_fixed_size_list(col.type):
