@@ -69,8 +69,8 @@ def progress(msg: str) -> None:
 
 def get_store(args):
     """(opened store, dict describing how it was obtained)."""
+    from cardiotwin.population import generate_population
     from cardiotwin.population.config import GenerationConfig
-    from cardiotwin.population.generate import generate_population
     from cardiotwin.population.store import open_store
 
     if args.store:

@@ -114,7 +114,8 @@ def measure_bare(cfg, protocol, threads: int) -> dict:
     """simulate_batch on cfg's cells, shard by shard and chunk by chunk as the actors do."""
     import numba
 
-    from cardiotwin.population.generate import CHUNK_CELLS, sample_population, simulate_batch
+    from cardiotwin.population import sample_population
+    from cardiotwin.population.batch import CHUNK_CELLS, simulate_batch
 
     numba.set_num_threads(threads)
     stage = Counter()
@@ -143,7 +144,7 @@ def measure_bare(cfg, protocol, threads: int) -> dict:
 
 def run_pipeline(args, n_cells: int, n_workers: int, decimate_to_hz=None) -> dict:
     """One generate_population run into a fresh temporary directory (deleted afterwards)."""
-    from cardiotwin.population.generate import generate_population
+    from cardiotwin.population import generate_population
     from cardiotwin.population.store import sidecar_name
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_population_", dir=args.tmp_dir))
@@ -222,7 +223,7 @@ def main(argv=None) -> int:
     import numba
 
     import cardiotwin
-    from cardiotwin.population.generate import CHUNK_CELLS
+    from cardiotwin.population.batch import CHUNK_CELLS
 
     W = args.workers
     if W > numba.config.NUMBA_NUM_THREADS:

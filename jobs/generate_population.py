@@ -17,7 +17,7 @@ place (NFS, a shared volume): the actors write the shards there themselves; a re
 would land in the job's temporary copy of the working directory. Workers import cardiotwin from
 the package shipped by ray.init(runtime_env={"py_modules": [<...>/platform/cardiotwin]}) when it
 is not installed on the nodes (--ship-package auto, the default; see
-cardiotwin.population.generate for the alternatives: installing the package on the nodes, or
+cardiotwin.runtime.ray_setup for the alternatives: installing the package on the nodes, or
 --runtime-env-json '{"py_modules": ["platform/cardiotwin"]}' at submission with
 --ship-package no).
 """
