@@ -8,10 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cardiotwin.model import (BASELINE, INFERRED_NAMES, INITIAL_STATE, N_INFERRED, N_INPUTS,
-                              N_STATES, PARAMETER_NAMES, STATE_NAMES, apply_block,
-                              inputs_from_multipliers, inputs_from_named, read_multipliers_csv,
-                              tau_factor)
+from cardiotwin.model import (
+    BASELINE,
+    INFERRED_NAMES,
+    INITIAL_STATE,
+    N_INFERRED,
+    N_INPUTS,
+    N_STATES,
+    PARAMETER_NAMES,
+    STATE_NAMES,
+    apply_block,
+    inputs_from_multipliers,
+    inputs_from_named,
+    read_multipliers_csv,
+    tau_factor,
+)
 
 DATA = Path(__file__).parent / "data"
 SHARED_REF = Path(__file__).resolve().parents[2] / "shared" / "reference"
