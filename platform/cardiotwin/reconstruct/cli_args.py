@@ -85,6 +85,8 @@ def add_pairs_arguments(p: argparse.ArgumentParser) -> None:
                    help="concurrent Ray tasks (default: the cluster's CPUs)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster")
     p.add_argument("--ray-address", default=None, help="Ray cluster (default $RAY_ADDRESS)")
+    p.add_argument("--allow-code-change", action="store_true",
+                   help="resume a pair store written by another cardiotwin version")
 
 
 def pairs_config_from_args(a: argparse.Namespace):
@@ -104,4 +106,5 @@ def run_pairs_from_args(a: argparse.Namespace) -> dict:
     from .pairs import generate_pairs
 
     return generate_pairs(pairs_config_from_args(a), a.out, n_workers=a.n_workers,
-                          num_cpus=a.num_cpus, ray_address=a.ray_address)
+                          num_cpus=a.num_cpus, ray_address=a.ray_address,
+                          allow_code_change=a.allow_code_change)
