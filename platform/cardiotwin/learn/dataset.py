@@ -83,7 +83,7 @@ class InputTransform:
                 "mean": self.mean.tolist(), "scale": self.scale.tolist()}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "InputTransform":
+    def from_json(cls, d: dict[str, Any]) -> InputTransform:
         return cls(int(d["pool"]), np.asarray(d["mean"], np.float32),
                    np.asarray(d["scale"], np.float32), int(d["n_stored"]),
                    (int(d["store_decimation_factor"]), d["store_decimation"]))
@@ -95,7 +95,7 @@ class InputTransform:
     @classmethod
     def fit(cls, pooled_train: np.ndarray, pool_k: int, n_stored: int,
             store_decimation: tuple[int, str | None] = (1, None),
-            noise_sd: float = 0.0) -> "InputTransform":
+            noise_sd: float = 0.0) -> InputTransform:
         """Per-input mean and scale of the pooled training traces: scale = sqrt(SD^2 +
         noise_sd^2) (``noise_sd``: the recording noise per input, pA/pF), at least 1e-3 of
         the median SD. Inputs that hardly vary across cells must not turn recording noise
@@ -132,7 +132,7 @@ class OutputScaling:
                 "low": self.low.tolist(), "high": self.high.tolist()}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "OutputScaling":
+    def from_json(cls, d: dict[str, Any]) -> OutputScaling:
         return cls(np.asarray(d["low"], np.float64), np.asarray(d["high"], np.float64))
 
 

@@ -18,7 +18,7 @@ import contextlib
 import os
 import socket
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ class ShardSimulator:
                               design=self.design)
         writer = ShardWriter(self.out, index, self.schema)
         counts: Counter[str] = Counter()
-        times: Counter[str] = Counter()
+        times: dict[str, float] = defaultdict(float)     # seconds per stage
         try:
             step = GPU_CHUNK_CELLS if ctx.device == "gpu" else CHUNK_CELLS
             for a in range(0, n, step):
@@ -127,7 +127,8 @@ class ShardSimulator:
                 st, bm, itot, tt = simulate_batch(ctx.protocol, m[a:b], cfg.ap_ms,
                                                   cfg.temperature_K, ctx.decimation_factor,
                                                   cfg.decimation, ctx.device)
-                times.update(tt)
+                for stage, sec in tt.items():
+                    times[stage] += sec
                 counts.update(st.tolist())
                 keep = np.ones(b - a, bool) if cfg.keep_rejected else st == "ok"
                 t_w = time.perf_counter()

@@ -8,6 +8,7 @@ Cost per cell on one core (1000 cells, protocol_a, 4 s AP run): AP run 5.7 ms, c
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -29,18 +30,20 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
     seconds per stage {vc, ap, classify}). ``device`` "gpu" simulates with simulate.cuda."""
     from ..model import inputs_from_multipliers
 
+    simulate_voltage_clamp: Any
+    simulate_current_clamp: Any
     if device == "gpu":
         from functools import partial
 
-        from ..simulate.cuda import (
-            simulate_current_clamp_gpu,
-            simulate_voltage_clamp_gpu,
-        )
+        from ..simulate import cuda
 
-        simulate_voltage_clamp = simulate_voltage_clamp_gpu
-        simulate_current_clamp = partial(simulate_current_clamp_gpu, record_cai=False)
+        simulate_voltage_clamp = cuda.simulate_voltage_clamp_gpu
+        simulate_current_clamp = partial(cuda.simulate_current_clamp_gpu, record_cai=False)
     else:
-        from ..simulate import simulate_current_clamp, simulate_voltage_clamp
+        from .. import simulate
+
+        simulate_voltage_clamp = simulate.simulate_voltage_clamp
+        simulate_current_clamp = simulate.simulate_current_clamp
 
     inputs = inputs_from_multipliers(np.asarray(multipliers, dtype=np.float32)
                                      .astype(np.float64))

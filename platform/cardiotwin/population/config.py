@@ -2,9 +2,9 @@
 
 ``GenerationConfig`` validates values on construction (a :class:`cardiotwin.settings.Settings`:
 declarative constraints, a ``pydantic.ValidationError`` is a ``ValueError``;
-:meth:`GenerationConfig.create` gives one plain line per invalid field). Checks that need the file system (the protocol file, the output directory)
-run in :meth:`GenerationConfig.load_protocol` and :func:`check_output_dir`, which
-``generate_population`` calls before any work.
+:meth:`GenerationConfig.create` gives one plain line per invalid field). Checks that need the
+file system (the protocol file, the output directory, its lock) run in
+:meth:`GenerationConfig.load_protocol` and in ``generate_population`` before any work.
 
 Dataset identity: :meth:`GenerationConfig.identity` is the canonical form of every field that
 changes the data (sizes, sampling, the protocol's content by its ``protocol_hash`` rather than

@@ -69,7 +69,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..decimation import decimate
 from ..features import STATUSES
@@ -265,7 +265,7 @@ def _generate_locked(cfg, protocol, k, identity, chash, out, previous, *, progre
     redone: list[int] = []
     for i in range(cfg.n_shards):
         c = inspect_shard(out, i, chash, *cfg.shard_bounds(i))
-        if c.ok:
+        if c.ok and c.summary is not None:
             done[i] = c.summary
         elif c.reason != "not written":
             redone.append(i)
@@ -281,7 +281,7 @@ def _generate_locked(cfg, protocol, k, identity, chash, out, previous, *, progre
                         shards_redone=redone, code_version=code_version())
     t0 = time.perf_counter()
 
-    def write_manifest(status: str) -> None:
+    def write_manifest(status: Literal["running", "complete"]) -> None:
         manifest.status = status
         manifest.shards = [ShardEntry.model_validate({key: s.get(key) for key in
                                                       SHARD_ENTRY_KEYS if key in s})
@@ -329,7 +329,7 @@ def _generate_locked(cfg, protocol, k, identity, chash, out, previous, *, progre
 
 
 def _run_pending(ctx: ShardContext, pending: list[int], done: dict[int, dict[str, Any]],
-                 run_rec: RunRecord, write_manifest: Callable[[str], None], *, progress: bool,
+                 run_rec: RunRecord, write_manifest: Callable[[Any], None], *, progress: bool,
                  num_cpus: int | None, ray_address: str | None, ship_package: str,
                  actor_env: dict[str, str] | None, max_attempts: int,
                  echo: Callable[[str], Any] | None) -> None:
@@ -363,7 +363,7 @@ def _run_pending(ctx: ShardContext, pending: list[int], done: dict[int, dict[str
 
         def new_worker() -> tuple[Any, Any]:
             opts = remote_cls.options(runtime_env={"env_vars": env})
-            a = opts.remote(ctx, design) if design is not None else opts.remote(ctx)
+            a: Any = opts.remote(ctx, design) if design is not None else opts.remote(ctx)
             return a, a.where.remote()
 
         n_workers = cfg.n_workers or max(1, int(gpus if device == "gpu" else

@@ -113,7 +113,7 @@ class RunRecord(_Part):
 class PopulationManifest(_Part):
     """The whole manifest (module docstring)."""
 
-    format: Literal["cardiotwin.population/1"] = FORMAT
+    format: Literal["cardiotwin.population/1"] = "cardiotwin.population/1"
     status: Literal["running", "complete"]
     config: dict[str, Any]
     config_hash: str

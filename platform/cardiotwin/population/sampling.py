@@ -85,7 +85,7 @@ def sample_population(sampler: str, n_cells: int, spread: float = 0.4, seed: int
     whole population: generated whole and sliced, or sliced from ``design``) or "sobol"
     (scrambled Sobol' points, cell i from (seed, i))."""
     n = n_cells - start if n is None else n
-    if not (0 <= start and n > 0 and start + n <= n_cells):
+    if not (start >= 0 and n > 0 and start + n <= n_cells):
         raise ValueError(f"cells [{start}, {start + n}) are outside the population of "
                          f"{n_cells}")
     if sampler == "uniform":

@@ -407,8 +407,9 @@ def verify_store(path: str | os.PathLike) -> StoreReport:
     final = []
     for c in checks:
         entry = listed.get(c.index)
-        if c.ok and entry is not None and (entry.rows_kept != c.summary["rows_kept"]
-                                           or entry.file != c.summary["file"]):
+        side = c.summary or {}
+        if c.ok and entry is not None and (entry.rows_kept != side.get("rows_kept")
+                                           or entry.file != side.get("file")):
             c = ShardCheck(c.index, "damaged", "the manifest's entry differs from the sidecar")
         elif c.ok and entry is None and m.status == "complete":
             c = ShardCheck(c.index, "damaged", "not listed in the manifest")
