@@ -71,7 +71,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from ..decimation import decimate
 from ..features import STATUSES
 from ..model.parameters import INFERRED_NAMES, REGISTRY_VERSION
 from ..runtime.fanout import FanOut
@@ -80,20 +79,11 @@ from ..runtime.versions import code_version, package_versions
 from ..storage.atomic import write_json_atomic
 from ..storage.lock import DirectoryLock
 from ..storage.outdir import check_writable, claim_output_dir
-from .actor import (
-    TEST_ENV_PREFIX,
-    TEST_EXIT_MARKER,
-    TEST_EXIT_ON_SHARD,
-    TEST_HANG_MARKER,
-    TEST_HANG_ON_SHARD,
-    ShardContext,
-    ShardSimulator,
-    StoreNotVisibleError,
-)
-from .batch import CHUNK_CELLS, GPU_CHUNK_CELLS, simulate_batch, warm_kernels
+from .actor import TEST_ENV_PREFIX, ShardContext, ShardSimulator
+from .batch import simulate_batch, warm_kernels
 from .config import AP_RECORD_INTERVAL_MS, DEVICES, FORMAT, GenerationConfig
 from .manifest import MANIFEST, PopulationManifest, RunRecord, ShardEntry, Totals
-from .sampling import lhs_design, sample_population, sobol_block
+from .sampling import lhs_design
 from .store import (
     PopulationStore,
     inspect_shard,
@@ -103,12 +93,9 @@ from .store import (
     schema_description,
 )
 
-# the names other modules imported from here before the split (kept importable)
-__all__ = ["CHUNK_CELLS", "GPU_CHUNK_CELLS", "MIN_TIMEOUT_S", "TEST_EXIT_MARKER",
-           "TEST_EXIT_ON_SHARD", "TEST_HANG_MARKER", "TEST_HANG_ON_SHARD", "TIMEOUT_FACTOR",
-           "ShardSimulator", "StoreNotVisibleError", "decimate", "generate_population",
-           "init_ray", "lhs_design", "package_versions", "ray_runtime_env", "resolve_device",
-           "run_from_args", "sample_population", "simulate_batch", "sobol_block"]
+# simulate_batch: still imported from here by tests/test_gpu.py (its home is population.batch)
+__all__ = ["MIN_TIMEOUT_S", "TIMEOUT_FACTOR", "generate_population", "resolve_device",
+           "run_from_args", "simulate_batch"]
 
 MANIFEST_EVERY_S = 5.0      # the driver rewrites the running manifest at most this often
 TIMEOUT_FACTOR = 10.0       # adaptive hung-shard timeout: this x the longest shard so far ...

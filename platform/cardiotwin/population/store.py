@@ -59,8 +59,7 @@ from .manifest import MANIFEST, PopulationManifest, read_manifest
 
 __all__ = ["MANIFEST", "PopulationStore", "ShardCheck", "ShardWriter", "StoreReport",
            "complete_shard", "inspect_shard", "list_to_numpy", "make_schema", "make_table",
-           "open_store", "read_manifest", "remove_stale_temporaries", "verify_store",
-           "write_json_atomic"]
+           "open_store", "read_manifest", "remove_stale_temporaries", "verify_store"]
 
 _OWN_NAME_RE = re.compile(r"^(\.(shard-\d{6,}\.(parquet|json)|manifest\.json)\.\d+\..+\.tmp"
                           r"|(shard-\d{6,}\.(parquet|json)|manifest\.json)\.tmp"
