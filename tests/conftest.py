@@ -32,7 +32,7 @@ def ray_session():
     os.environ.pop("RAY_ADDRESS", None)
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray
     if started:
         ray.shutdown()

@@ -58,8 +58,11 @@ def init_ray(num_cpus: int | None = None, ray_address: str | None = None,
         kw["runtime_env"] = env
     if ray_address:
         kw["address"] = ray_address
-    elif num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
-        kw["num_cpus"] = int(num_cpus)
+    elif not os.environ.get("RAY_ADDRESS"):
+        # a new local cluster, never one that some earlier `ray start` left on this machine
+        kw["address"] = "local"
+        if num_cpus is not None:
+            kw["num_cpus"] = int(num_cpus)
     ray.init(**kw)
     return True
 
