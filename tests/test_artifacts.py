@@ -12,13 +12,13 @@ import json
 import os
 import shutil
 import types
+from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from cardiotwin.storage import atomic  # noqa: E402
+from cardiotwin.storage import atomic
 
 N_IN = 8
 
@@ -164,7 +164,7 @@ def test_failed_model_save_keeps_the_old_artifact(kind, tmp_path):
 
     class Broken:
         def save(self, path):
-            open(path, "wb").write(b"partial")
+            Path(path).write_bytes(b"partial")
             raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
@@ -198,7 +198,6 @@ def test_existing_artifact_refused_without_overwrite(kind, tmp_path):
 
 def test_metadata_is_strict_json_with_the_code_version(tmp_path):
     import cardiotwin
-
     from cardiotwin.reconstruct.train import ReconTrainConfig, save_artifact
     from cardiotwin.reconstruct.windows import WindowConfig
 

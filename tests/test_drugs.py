@@ -11,8 +11,16 @@ import json
 import numpy as np
 import pytest
 
-from cardiotwin.drugs import (ChannelBlock, ScreenConfig, builtin_catalog, drug_from_dict,
-                              drug_inputs, fraction_remaining, get_drug, read_drugs)
+from cardiotwin.drugs import (
+    ChannelBlock,
+    ScreenConfig,
+    builtin_catalog,
+    drug_from_dict,
+    drug_inputs,
+    fraction_remaining,
+    get_drug,
+    read_drugs,
+)
 from cardiotwin.drugs.analysis import analyze_cell
 from cardiotwin.drugs.summary import wilson_ci
 from cardiotwin.features import analyze_trace
@@ -198,9 +206,8 @@ def test_cross_field_checks_remain():
 def test_screen_subcommand_registers_and_parses(tmp_path):
     import argparse
 
-    from cardiotwin.drugs.cli_args import config_from_args, register, run
+    from cardiotwin.drugs.cli_args import add_screen_arguments, config_from_args, register, run
     from cardiotwin.drugs.config import add_screen_arguments as reexported
-    from cardiotwin.drugs.cli_args import add_screen_arguments
 
     assert reexported is add_screen_arguments
     p = argparse.ArgumentParser()
@@ -399,7 +406,7 @@ def test_apd90_prolongs_monotonically_with_e4031(screen):
     rows = r.per_concentration
     paired = [row["apd90_paired_ms"]["mean"] for row in rows]
     assert rows[0]["apd90_paired_ms"]["n"] >= 3
-    assert all(b > a + 10.0 for a, b in zip(paired, paired[1:])), paired
+    assert all(b > a + 10.0 for a, b in zip(paired, paired[1:], strict=False)), paired
     # every cell with a full AP at a concentration, too: longer than control at each one
     # (this unpaired mean is not monotonic at 100 nM: the few cells still beating there are
     # the least IKr-dependent ones)
@@ -441,7 +448,7 @@ def test_screen_around_a_twin_json(tmp_path):
                                       str(path), "--out", str(tmp_path / "s")])
     cfg = config_from_args(args)
     assert cfg.twin_name == "cell7"
-    assert dict(cfg.twin_multipliers) == pytest.approx(dict(zip(INFERRED_NAMES, m)))
+    assert dict(cfg.twin_multipliers) == pytest.approx(dict(zip(INFERRED_NAMES, m, strict=True)))
     bad = tmp_path / "bad.json"
     bad.write_text('{"fit": {}}')
     args = build_parser().parse_args(["screen", "--drug", "E-4031", "--twin-multipliers",

@@ -67,7 +67,8 @@ def compare(gpu, cpu) -> dict:
     """Largest relative RMS over the finite cells, and whether NaN patterns agree."""
     gpu, cpu = np.asarray(gpu, float), np.asarray(cpu, float)
     same_nan = bool(np.array_equal(np.isnan(gpu), np.isnan(cpu)))
-    errs = [rel_rms(g, c) for g, c in zip(gpu, cpu) if np.isfinite(c).all() and np.any(c)]
+    errs = [rel_rms(g, c) for g, c in zip(gpu, cpu, strict=True)
+            if np.isfinite(c).all() and np.any(c)]
     return {"same_nan": same_nan, "max_rel_rms": max(errs) if errs else 0.0,
             "n": len(errs)}
 

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-
-from cardiotwin.hybrid import mitchell_schaeffer as ms  # noqa: E402
-from cardiotwin.hybrid.config import DataConfig, FitConfig, NetworkConfig, PhysicsConfig  # noqa
-from cardiotwin.hybrid.data import (NotBeatingError, TraceError, beats_from_trace,  # noqa: E402
-                                    read_trace)
-from cardiotwin.hybrid.integrate import integrate  # noqa: E402
-from cardiotwin.hybrid.synthetic import ms_beats, solve_reference  # noqa: E402
+from cardiotwin.hybrid import mitchell_schaeffer as ms
+from cardiotwin.hybrid.config import DataConfig, FitConfig, NetworkConfig, PhysicsConfig
+from cardiotwin.hybrid.data import NotBeatingError, TraceError, beats_from_trace, read_trace
+from cardiotwin.hybrid.integrate import integrate
+from cardiotwin.hybrid.synthetic import ms_beats, solve_reference
 
 DATA = Path(__file__).parent / "data"
 TRUE = dict(tau_in_ms=0.25, tau_out_ms=5.0, tau_open_ms=120.0, tau_close_ms=40.0, v_gate=0.13)

@@ -7,21 +7,18 @@ cluster of 2 CPUs.
 """
 
 import json
+
 import numpy as np
 import pytest
+from conftest import R20_STATUSES as STATUSES
+from conftest import generate_r20
 
-ray = pytest.importorskip("ray")
-pytest.importorskip("keras")
-
-from cardiotwin.learn import ProtocolMismatchError, load_estimator, preset  # noqa: E402
-from cardiotwin.learn.config import TrainConfig  # noqa: E402
-from cardiotwin.learn.dataset import (InputTransform, OutputScaling, load_dataset,  # noqa: E402
-                                      split_of)
-from cardiotwin.learn.networks import build_network  # noqa: E402
-from cardiotwin.learn.train import load_prepared, predict_unit, train_model  # noqa: E402
-from cardiotwin.protocols import builtin_protocol  # noqa: E402
-
-from conftest import R20_STATUSES as STATUSES, generate_r20  # noqa: E402
+from cardiotwin.learn import ProtocolMismatchError, load_estimator, preset
+from cardiotwin.learn.config import TrainConfig
+from cardiotwin.learn.dataset import InputTransform, OutputScaling, load_dataset, split_of
+from cardiotwin.learn.networks import build_network
+from cardiotwin.learn.train import load_prepared, predict_unit, train_model
+from cardiotwin.protocols import builtin_protocol
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 
-ray = pytest.importorskip("ray")
-
-from cardiotwin.decimation import decimate  # noqa: E402
-from cardiotwin.features import BATCH_KEYS  # noqa: E402
-from cardiotwin.model import INFERRED_NAMES  # noqa: E402
-from cardiotwin.population import (  # noqa: E402
+from cardiotwin.decimation import decimate
+from cardiotwin.features import BATCH_KEYS
+from cardiotwin.model import INFERRED_NAMES
+from cardiotwin.population import (
     GenerationConfig,
     generate_population,
     list_to_numpy,
@@ -27,11 +26,11 @@ from cardiotwin.population import (  # noqa: E402
     sample_multipliers,
     sample_population,
 )
-from cardiotwin.population.actor import TEST_EXIT_MARKER, TEST_EXIT_ON_SHARD  # noqa: E402
-from cardiotwin.population.batch import simulate_batch  # noqa: E402
-from cardiotwin.population.manifest import PopulationManifest  # noqa: E402
-from cardiotwin.protocols import load_protocol  # noqa: E402
-from cardiotwin.storage.identity import canonical_json, sha256_file  # noqa: E402
+from cardiotwin.population.actor import TEST_EXIT_MARKER, TEST_EXIT_ON_SHARD
+from cardiotwin.population.batch import simulate_batch
+from cardiotwin.population.manifest import PopulationManifest
+from cardiotwin.protocols import load_protocol
+from cardiotwin.storage.identity import canonical_json, sha256_file
 
 N = 160
 SEED = 3

@@ -16,17 +16,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray")
-pytest.importorskip("keras")
-
-from cardiotwin.protocol_search import (CacheEntry, SearchConfig, StateCache,  # noqa: E402
-                                        continue_simulation, naive_protocol, run_search)
-from cardiotwin.protocol_search.cells import build_cells  # noqa: E402
-from cardiotwin.protocol_search.cli_args import (add_search_arguments,  # noqa: E402
-                                                 config_from_args, run_from_args)
-from cardiotwin.protocol_search.config import parse_candidates  # noqa: E402
-from cardiotwin.protocols import Protocol, load_protocol  # noqa: E402
-from cardiotwin.simulate import simulate_voltage_clamp  # noqa: E402
+from cardiotwin.protocol_search import (
+    CacheEntry,
+    SearchConfig,
+    StateCache,
+    continue_simulation,
+    naive_protocol,
+    run_search,
+)
+from cardiotwin.protocol_search.cells import build_cells
+from cardiotwin.protocol_search.cli_args import (
+    add_search_arguments,
+    config_from_args,
+    run_from_args,
+)
+from cardiotwin.protocol_search.config import parse_candidates
+from cardiotwin.protocols import Protocol, load_protocol
+from cardiotwin.simulate import simulate_voltage_clamp
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(candidates_mV=(-120.0, -40.0, 20.0), n_cells=200, epochs=4, seed=3,
@@ -192,7 +198,8 @@ def test_tiny_search_writes_a_valid_protocol_and_history(uninterrupted):
     assert p.duration_ms == 1000.0 and len(p.segments) == 4
     hist = json.loads((out / "history.json").read_text())
     assert [c["cycle"] for c in hist["cycles"]] == [1, 2]
-    for c, (hold, step) in zip(hist["cycles"], zip(p.segments[::2], p.segments[1::2])):
+    pairs = zip(p.segments[::2], p.segments[1::2], strict=False)
+    for c, (hold, step) in zip(hist["cycles"], pairs, strict=False):
         scores = [r["score"] for r in c["candidates"]]
         assert [r["candidate_mV"] for r in c["candidates"]] == list(TINY["candidates_mV"])
         assert c["best_mV"] == c["candidates"][int(np.argmin(scores))]["candidate_mV"]
@@ -243,7 +250,7 @@ def test_stopped_search_resumes_and_matches_the_uninterrupted_run(uninterrupted,
     again = run_search(SearchConfig(**TINY, max_steps=2), out, log=lambda s: None)
     assert again["protocol_hash"] == full["protocol_hash"]
     assert [c["cycle"] for c in again["history"]] == [1, 2]
-    for a, b in zip(again["history"], full["history"]):
+    for a, b in zip(again["history"], full["history"], strict=True):
         assert [r["score"] for r in a["candidates"]] == [r["score"] for r in b["candidates"]]
         assert [r["digest"] for r in a["candidates"]] == [r["digest"] for r in b["candidates"]]
     # a finished search is not run again; another identity in the same directory is refused

@@ -7,12 +7,22 @@ import json
 import numpy as np
 import pytest
 
-from cardiotwin.reconstruct.electrode import (ElectrodeConfig, add_noise, extracellular,
-                                              highpass, junction_current)
-from cardiotwin.reconstruct.physics import (PhysicsConfig, ap_residual, ap_rhs,
-                                            physics_loss_numpy)
-from cardiotwin.reconstruct.windows import (APD_LEVELS, WindowConfig, apd, detect_spikes,
-                                            normalize_eap, normalize_iap)
+from cardiotwin.reconstruct.electrode import (
+    ElectrodeConfig,
+    add_noise,
+    extracellular,
+    highpass,
+    junction_current,
+)
+from cardiotwin.reconstruct.physics import PhysicsConfig, ap_residual, ap_rhs, physics_loss_numpy
+from cardiotwin.reconstruct.windows import (
+    APD_LEVELS,
+    WindowConfig,
+    apd,
+    detect_spikes,
+    normalize_eap,
+    normalize_iap,
+)
 
 PHYS = PhysicsConfig()
 A, K, X = 0.15, 8.0, 0.5
@@ -218,8 +228,13 @@ def _synthetic_windows(n, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from cardiotwin.reconstruct.train import (PairData, ReconTrainConfig, fit, normalize_pairs,
-                                              save_artifact)
+    from cardiotwin.reconstruct.train import (
+        PairData,
+        ReconTrainConfig,
+        fit,
+        normalize_pairs,
+        save_artifact,
+    )
     from cardiotwin.reconstruct.unet import NetConfig
 
     e, v = _synthetic_windows(96)
@@ -300,7 +315,8 @@ def _recording_csv(path, n_beats=5, period_ms=700.0, dt=1.0, seed=0):
     for b in range(n_beats):
         i = int((150 + b * period_ms) / dt)
         e[i:i + 3] -= [60, 80, 30]
-    path.write_text("t_ms,eap_uV\n" + "\n".join(f"{a:.3f},{b:.4f}" for a, b in zip(t, e)))
+    rows = (f"{a:.3f},{b:.4f}" for a, b in zip(t, e, strict=True))
+    path.write_text("t_ms,eap_uV\n" + "\n".join(rows))
     return path
 
 
@@ -321,8 +337,11 @@ def _errors(est, tmp_path):
 
 
 def test_bad_recordings_give_clear_errors(tiny_model, tmp_path):
-    from cardiotwin.reconstruct.infer import (EAPRecordingError, load_reconstructor,
-                                              reconstruct_from_bytes)
+    from cardiotwin.reconstruct.infer import (
+        EAPRecordingError,
+        load_reconstructor,
+        reconstruct_from_bytes,
+    )
 
     est = load_reconstructor(tiny_model[2])
     _errors(est, tmp_path)
@@ -350,7 +369,7 @@ def test_abf_recording_matches_csv(tiny_model, tmp_path):
     from_csv = reconstruct_from_bytes(est, rec.read_bytes(), "rec.csv")
     assert from_abf["n_beats"] == from_csv["n_beats"] == 3
     assert "ABF channel 0" in from_abf["source"]
-    for wa, wc in zip(from_abf["windows"], from_csv["windows"]):
+    for wa, wc in zip(from_abf["windows"], from_csv["windows"], strict=True):
         assert wa["anchor_ms"] == wc["anchor_ms"]
         assert np.allclose(wa["q50"], wc["q50"], atol=0.02)   # int16 ABF quantization
     with pytest.raises(ValueError, match="channel 3 does not exist"):

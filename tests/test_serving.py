@@ -7,11 +7,8 @@ import time
 
 import numpy as np
 import pytest
-
-pytest.importorskip("ray")
-requests = pytest.importorskip("requests")
-
-from conftest import R20_STATUSES  # noqa: E402
+import requests
+from conftest import R20_STATUSES
 
 
 def _free_port() -> int:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from cardiotwin.settings import (ClosedFraction, Fraction, PositiveInt, PositiveMs, Settings,
-                                 TemperatureK)
+from cardiotwin.settings import (
+    ClosedFraction,
+    Fraction,
+    PositiveInt,
+    PositiveMs,
+    Settings,
+    TemperatureK,
+)
 
 
 class _Run(Settings):

@@ -14,12 +14,16 @@ from pathlib import Path
 import pytest
 
 from cardiotwin.storage import atomic
-from cardiotwin.storage.atomic import (atomic_directory, atomic_path, recover_directory,
-                                       replace_directory, write_json_atomic)
+from cardiotwin.storage.atomic import (
+    atomic_directory,
+    atomic_path,
+    recover_directory,
+    replace_directory,
+    write_json_atomic,
+)
 from cardiotwin.storage.identity import canonical_json, identity_hash, sha256_file
 from cardiotwin.storage.lock import DirectoryLock, LockHeldError
 from cardiotwin.storage.outdir import claim_output_dir
-
 
 # ---- atomic files -------------------------------------------------------------------------
 

@@ -17,23 +17,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
+import ray
 
-ray = pytest.importorskip("ray")
-
-import pyarrow as pa  # noqa: E402
-
-from cardiotwin.cli import main  # noqa: E402
-from cardiotwin.population import (  # noqa: E402
+from cardiotwin.cli import main
+from cardiotwin.population import (
     GenerationConfig,
     generate_population,
     list_to_numpy,
     open_store,
     verify_store,
 )
-from cardiotwin.population.actor import TEST_HANG_MARKER, TEST_HANG_ON_SHARD  # noqa: E402
-from cardiotwin.runtime.versions import code_version  # noqa: E402
-from cardiotwin.storage.lock import LOCK_NAME, DirectoryLock, LockHeldError  # noqa: E402
+from cardiotwin.population.actor import TEST_HANG_MARKER, TEST_HANG_ON_SHARD
+from cardiotwin.runtime.versions import code_version
+from cardiotwin.storage.lock import LOCK_NAME, DirectoryLock, LockHeldError
 
 N, SHARD, SEED, AP_MS = 60, 20, 5, 1000.0
 PROTOCOL_CSV = """duration_ms,v_start_mV,v_end_mV

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .storage.identity import canonical_json, sha256_bytes
 
 FORMAT = "cardiotwin.protocol/1"
 SEGMENT_COLUMNS = ("duration_ms", "v_start_mV", "v_end_mV")
@@ -164,12 +165,12 @@ class Protocol:
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, separators (',', ':'), floats as repr (exact)."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return canonical_json(self.to_dict())
 
     @property
     def protocol_hash(self) -> str:
         """sha256 hex digest of the canonical JSON."""
-        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+        return sha256_bytes(self.to_json().encode("utf-8"))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Protocol:

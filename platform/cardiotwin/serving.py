@@ -158,7 +158,7 @@ class TwinService:
                                    f"{self.max_upload} bytes", status=413, field="body")
             try:
                 d = await request.json()
-            except Exception:  # noqa: BLE001 - any JSON error is the client's
+            except Exception:  # any JSON error is the client's
                 raise RequestError("body is not valid JSON", field="body") from None
             if not isinstance(d, dict) or "current" not in d:
                 raise RequestError("JSON trace needs a 'current' array", field="current")
@@ -255,7 +255,7 @@ class TwinService:
             res = run_screen(cfg, progress=False, echo=None, on_progress=on_progress)
             state["summary"] = res.summary
             state["status"] = "done"
-        except Exception as exc:  # noqa: BLE001 - reported through the status endpoint
+        except Exception as exc:  # reported through the status endpoint
             state["status"], state["error"] = "failed", f"{type(exc).__name__}: {exc}"
         state["finished"] = time.time()
 
@@ -305,7 +305,7 @@ class TwinDeployment(TwinService):
         try:
             try:
                 body = await request.json()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 raise RequestError("body is not valid JSON", field="body") from None
             return self.start_screen(body)
         except ValueError as exc:

@@ -8,8 +8,17 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from ..settings import (Fraction, NonNegativeFloat, NonNegativeInt, NonNegativeMs, NonEmptyStr,
-                        PositiveHz, PositiveInt, PositiveMs, Settings)
+from ..settings import (
+    Fraction,
+    NonEmptyStr,
+    NonNegativeFloat,
+    NonNegativeInt,
+    NonNegativeMs,
+    PositiveHz,
+    PositiveInt,
+    PositiveMs,
+    Settings,
+)
 from ..validation import plain_errors
 
 

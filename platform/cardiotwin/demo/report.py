@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 import html
 import os
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 from ..storage.atomic import write_text_atomic
 from .stages import Section

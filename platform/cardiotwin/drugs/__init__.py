@@ -8,8 +8,16 @@ The screen's names are imported on first use (Ray, pyarrow and matplotlib are no
 ``from cardiotwin.drugs import get_drug``).
 """
 
-from .catalog import (ChannelBlock, Drug, builtin_catalog, catalog, drug_from_dict, get_drug,
-                      known_drugs, read_drugs)
+from .catalog import (
+    ChannelBlock,
+    Drug,
+    builtin_catalog,
+    catalog,
+    drug_from_dict,
+    get_drug,
+    known_drugs,
+    read_drugs,
+)
 from .hill import drug_inputs, fraction_remaining
 
 _LAZY = {"ScreenConfig": "config", "ScreenResult": "store", "run_screen": "screen",

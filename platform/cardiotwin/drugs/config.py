@@ -30,8 +30,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..settings import (NonNegativeInt, NonNegativeMs, PositiveFloat, PositiveInt, PositiveMs,
-                        Fraction, Settings, TemperatureK)
+from ..settings import (
+    Fraction,
+    NonNegativeInt,
+    NonNegativeMs,
+    PositiveFloat,
+    PositiveInt,
+    PositiveMs,
+    Settings,
+    TemperatureK,
+)
 from ..storage.identity import identity_hash
 from .catalog import Drug, get_drug
 from .cli_args import add_screen_arguments, config_from_args  # re-exported until cli.py is rewired

@@ -39,7 +39,7 @@ def dose_response(summary: dict[str, Any], path: Path) -> Path:
     hi = np.array([np.nan if r["ead_ci"][1] is None else 100 * r["ead_ci"][1] for r in rows])
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     a1.errorbar(x, inc, yerr=[inc - lo, hi - inc], fmt="o-", color="#c44e52", capsize=4)
-    for xi, r in zip(x, rows):
+    for xi, r in zip(x, rows, strict=True):
         a1.annotate(f"{r['n_ead']}/{r['n_analyzed']}", (xi, hi[xi] if np.isfinite(hi[xi]) else 0),
                     textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
     a1.set_xticks(x, _labels(concs))
@@ -100,13 +100,13 @@ def trace_overlays(summary: dict[str, Any], traces: list[dict[str, Any]], path: 
     concs = [r["concentration_nM"] for r in summary["concentrations"]]
     fig, axes = plt.subplots(len(concs), 1, figsize=(10, 2.1 * len(concs) + 0.5), sharex=True,
                              squeeze=False)
-    for ax, c in zip(axes[:, 0], concs):
+    for ax, c in zip(axes[:, 0], concs, strict=True):
         kept = [tr for tr in traces if tr["concentration_nM"] == c]
         for tr in kept:
             v = np.asarray(tr["v_mV"], dtype=float)
             t = np.arange(v.size) * tr["dt_ms"]
             ax.plot(t, v, lw=0.8, alpha=0.8, label=f"cell {tr['cell_id']} ({tr['outcome']})")
-            for s, e in zip(tr["ead_start_ms"], tr["ead_end_ms"]):
+            for s, e in zip(tr["ead_start_ms"], tr["ead_end_ms"], strict=True):
                 m = (t >= s) & (t <= e)
                 ax.plot(t[m], v[m], lw=2.5, color="#c44e52")
         r = next(r for r in summary["concentrations"] if r["concentration_nM"] == c)

@@ -51,8 +51,18 @@ from ..storage.lock import DirectoryLock
 from .analysis import FLOAT_KEYS, INT_KEYS, analyze_cell
 from .cli_args import add_screen_arguments
 from .config import FORMAT, ScreenConfig
-from .store import (BOOL_KEYS, FIGURES, FILES, STR_KEYS, SUMMARY, ScreenResult,
-                    claim_screen_dir, load_screen, make_tables, write_parquet)
+from .store import (
+    BOOL_KEYS,
+    FIGURES,
+    FILES,
+    STR_KEYS,
+    SUMMARY,
+    ScreenResult,
+    claim_screen_dir,
+    load_screen,
+    make_tables,
+    write_parquet,
+)
 from .summary import arrested_flags, summarize
 
 TASK_TIMEOUT_FACTOR = 10.0   # a task is hung after this x the longest finished one ...
@@ -81,12 +91,9 @@ def simulate_block(ctx: dict[str, Any], cell_ids: np.ndarray, multipliers: np.nd
     ``conc_index``: per-cell columns, kept traces, and seconds spent (the Ray task body)."""
     t_start = time.perf_counter()
     if ctx.get("single_thread"):
-        try:
-            import numba
+        from ..runtime.threads import limit_numba_threads
 
-            numba.set_num_threads(1)
-        except Exception:  # noqa: BLE001 - only a performance setting
-            pass
+        limit_numba_threads(1)
     from ..model.parameters import INFERRED_INDEX
     from ..simulate import Pacing, simulate_current_clamp
 

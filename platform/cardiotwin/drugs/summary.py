@@ -53,7 +53,8 @@ def describe(values) -> dict[str, Any]:
     qs = np.quantile(a, QUANTILES)
     out.update(mean=_r(a.mean(), 3), sd=_r(a.std(ddof=1), 3) if a.size > 1 else None,
                median=_r(qs[2], 3))
-    out.update({f"q{int(q * 100):02d}": _r(v, 3) for q, v in zip(QUANTILES, qs) if q != 0.5})
+    out.update({f"q{int(q * 100):02d}": _r(v, 3)
+                for q, v in zip(QUANTILES, qs, strict=True) if q != 0.5})
     return out
 
 

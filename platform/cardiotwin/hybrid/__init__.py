@@ -10,8 +10,15 @@ TensorFlow is imported lazily (inside the functions that need it).
 """
 
 from .config import DataConfig, FitConfig, NetworkConfig, PhysicsConfig
-from .data import (BeatSet, NotBeatingError, TraceError, beats_from_trace, load_beats,
-                   read_trace, simulate_beats)
+from .data import (
+                   BeatSet,
+                   NotBeatingError,
+                   TraceError,
+                   beats_from_trace,
+                   load_beats,
+                   read_trace,
+                   simulate_beats,
+)
 
 __all__ = ["BeatSet", "DataConfig", "FitConfig", "NetworkConfig", "NotBeatingError",
            "PhysicsConfig", "TraceError", "beats_from_trace", "load_beats", "read_trace",

@@ -13,8 +13,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..settings import (Fraction, NonNegativeFloat, NonNegativeInt, NonNegativeMs, PositiveFloat,
-                        PositiveInt, PositiveMs, Settings)
+from ..settings import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    NonNegativeMs,
+    PositiveFloat,
+    PositiveInt,
+    PositiveMs,
+    Settings,
+)
 
 # the physical parameters of F_p, in this order everywhere (vectors, tables, JSON)
 PHYS_NAMES = ("tau_in_ms", "tau_out_ms", "tau_open_ms", "tau_close_ms", "v_gate")

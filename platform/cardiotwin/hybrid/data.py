@@ -85,7 +85,7 @@ class BeatSet:
         x0v[len(use):] = use[0].v0 if use else 0.5
         return {"x0v": x0v, "y": y, "mask": mask, "n_beats": len(use)}
 
-    def subset(self, indices) -> "BeatSet":
+    def subset(self, indices) -> BeatSet:
         return BeatSet(self.name, [self.beats[i] for i in indices], self.output_ms,
                        dict(self.features), list(self.skipped))
 

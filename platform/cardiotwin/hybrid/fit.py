@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -102,14 +103,9 @@ class HybridFit:
 def configure_threads(n: int = 1) -> None:
     """Limit TensorFlow to ``n`` threads (call before the first TensorFlow op; later calls are
     ignored)."""
-    import tensorflow as tf
+    from ..runtime.threads import limit_tensorflow_threads
 
-    for setter in (tf.config.threading.set_intra_op_parallelism_threads,
-                   tf.config.threading.set_inter_op_parallelism_threads):
-        try:
-            setter(int(n))
-        except RuntimeError:
-            pass
+    limit_tensorflow_threads(n)
 
 
 # ----------------------------------------------------------------------------- compiled parts
@@ -185,7 +181,7 @@ def _train_step(cfg: FitConfig, with_net: bool):
         th2, mth, vth = _adam(theta, g_theta, s["m_theta"], s["v_theta"], it, lr_p)
         h02, mh0, vh0 = _adam(h0u, g_h0, s["m_h0"], s["v_h0"], it, lr_p)
         w2, mw, vw = [], [], []
-        for wi, gi, mi, vi in zip(w, g_w, s["m_w"], s["v_w"]):
+        for wi, gi, mi, vi in zip(w, g_w, s["m_w"], s["v_w"], strict=True):
             a, b, c = _adam(wi, gi, mi, vi, it, lr_n)
             w2.append(a)
             mw.append(b)

@@ -59,7 +59,7 @@ def trainable_mask(cfg: PhysicsConfig) -> np.ndarray:
 
 
 def as_dict(values) -> dict[str, float]:
-    return {n: float(v) for n, v in zip(PHYS_NAMES, values)}
+    return {n: float(v) for n, v in zip(PHYS_NAMES, values, strict=True)}
 
 
 def rhs_tf(t, x, p, gate_width, stim_amplitude, stim_duration_ms):

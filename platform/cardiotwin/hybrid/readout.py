@@ -120,7 +120,7 @@ def drug_table(rows: list[dict[str, Any]], drugs=DRUGS) -> list[dict[str, Any]]:
                         why.append(f"{cond}: {r.get('reason', r.get('status'))}".split(";")[0])
                 missing.append(f"{cell} ({', '.join(why)})")
 
-        def mean(key):
+        def mean(key, pairs=pairs):
             vals = [p[key] for p in pairs if math.isfinite(p[key])]
             return sum(vals) / len(vals) if vals else math.nan
 

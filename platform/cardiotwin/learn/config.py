@@ -28,8 +28,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..settings import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                        Settings)
+from ..settings import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Settings,
+)
 
 STATUSES = ("ok", "quiescent", "non_repolarizing", "unstable")
 
@@ -64,7 +70,7 @@ class TrainConfig(Settings):
     statuses: tuple[str, ...] = Field(("ok",), description="train on cells of these statuses")
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         bad = set(self.statuses) - set(STATUSES)
         if bad:
             raise ValueError(f"statuses: unknown {sorted(bad)}; expected ok, quiescent, "

@@ -9,14 +9,13 @@ the same seed keeps every test cell of a smaller one in its test split.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..decimation import decimate
+from ..storage.identity import identity_hash
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
@@ -146,7 +145,7 @@ def manifest_hash(manifest) -> str:
              "protocol_hash": manifest.get("protocol_hash"),
              "shards": [[s["file"], s.get("rows_kept", s.get("n_rows"))]
                         for s in manifest.get("shards", [])]}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    return identity_hash(ident)
 
 
 @dataclass

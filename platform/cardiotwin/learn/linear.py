@@ -22,7 +22,7 @@ class Covariance:
     n: int
 
     @classmethod
-    def fit(cls, x: np.ndarray, noise_sd: np.ndarray | None = None) -> "Covariance":
+    def fit(cls, x: np.ndarray, noise_sd: np.ndarray | None = None) -> Covariance:
         """``noise_sd``: SD of independent noise per input to expect on real inputs; its
         variance is added to the diagonal (ridge on noisy inputs, in expectation)."""
         x = np.asarray(x, np.float64)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def _devices() -> list[str]:
         import tensorflow as tf
 
         return [d.name for d in tf.config.list_logical_devices()]
-    except Exception:  # noqa: BLE001 - other backends
+    except Exception:  # other backends
         return []
 
 

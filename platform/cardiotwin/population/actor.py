@@ -14,7 +14,6 @@ Fault injection for tests (environment variables of the actors; the driver forwa
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..features import STATUSES
+from ..runtime.threads import limit_numba_threads
 from .batch import CHUNK_CELLS, GPU_CHUNK_CELLS, simulate_batch
 from .config import GenerationConfig
 from .manifest import MANIFEST
@@ -86,10 +86,7 @@ class ShardSimulator:
     shared through the object store), else None."""
 
     def __init__(self, ctx: ShardContext, design: np.ndarray | None = None):
-        with contextlib.suppress(Exception):  # only a performance setting
-            import numba
-
-            numba.set_num_threads(1)
+        limit_numba_threads(1)
         self.ctx = ctx
         self.design = design
         if ctx.device == "gpu":

@@ -13,8 +13,8 @@ when the cluster has GPUs) when Ray is initialized or ``use_ray``, else one afte
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,6 @@ from ..resources import training_resources
 from .cache import CacheEntry, simulate_from
 from .cells import build_cells
 from .config import SearchConfig
-
 
 TRAIN_TIMEOUT_FACTOR = 10.0   # a training is hung after this x the longest finished one ...
 TRAIN_MIN_TIMEOUT_S = 900.0   # ... and at least this long (s)
@@ -112,9 +111,8 @@ def _train_all(traces: dict[str, np.ndarray], args: tuple, config: SearchConfig,
         from .scoring import train_and_score
 
         return {n: train_and_score(x, *args[:5]) for n, x in traces.items()}
-    from .trials import gpus_per_trial
-
     from ..runtime import run_tasks
+    from .trials import gpus_per_trial
 
     task = ray.remote(max_retries=0)(_score_task).options(
         num_cpus=config.cpus_per_trial, num_gpus=gpus_per_trial(config),
@@ -125,7 +123,7 @@ def _train_all(traces: dict[str, np.ndarray], args: tuple, config: SearchConfig,
                         max_in_flight=len(names), timeout_factor=TRAIN_TIMEOUT_FACTOR,
                         min_timeout_s=TRAIN_MIN_TIMEOUT_S,
                         describe=lambda i: f"training on protocol {names[i]}")
-    return dict(zip(names, results))
+    return dict(zip(names, results, strict=True))
 
 
 def run_comparison(search_dir: str | Path, config: SearchConfig, *,

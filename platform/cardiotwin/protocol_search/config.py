@@ -30,8 +30,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..settings import (Fraction, NonNegativeFloat, NonNegativeMs, PositiveInt, PositiveMs,
-                        Settings, TemperatureK)
+from ..settings import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeMs,
+    PositiveInt,
+    PositiveMs,
+    Settings,
+    TemperatureK,
+)
 from ..storage.identity import identity_hash
 
 FORMAT = "cardiotwin.protocol_search/1"

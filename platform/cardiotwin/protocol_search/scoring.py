@@ -93,22 +93,8 @@ def train_and_score(x_pooled: np.ndarray, multipliers: np.ndarray, cell_ids: np.
 
 def configure_threads(cpus: int, deterministic: bool) -> None:
     """Limit numba and TensorFlow to ``cpus`` threads (inside a trial or task) and switch on
-    TensorFlow op determinism when asked. Settings that can no longer change are skipped."""
-    try:
-        import numba
+    TensorFlow op determinism when asked."""
+    from ..runtime.threads import limit_numba_threads, limit_tensorflow_threads
 
-        numba.set_num_threads(max(1, min(int(cpus), numba.config.NUMBA_NUM_THREADS)))
-    except Exception:  # noqa: BLE001 - only a performance setting
-        pass
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return
-    for setter in (tf.config.threading.set_intra_op_parallelism_threads,
-                   tf.config.threading.set_inter_op_parallelism_threads):
-        try:
-            setter(int(cpus))
-        except RuntimeError:  # TensorFlow already initialized in this process
-            pass
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
+    limit_numba_threads(cpus)
+    limit_tensorflow_threads(cpus, deterministic)

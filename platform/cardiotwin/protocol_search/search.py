@@ -32,8 +32,8 @@ entry found damaged on resume is recomputed (:meth:`.cache.StateCache.get`).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np

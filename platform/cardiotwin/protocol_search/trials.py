@@ -15,7 +15,6 @@ shared by all trials (``tune.with_parameters``). Each trial asks for ``cpus_per_
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..resources import training_resources
+from ..storage.identity import sha256_bytes
 from .cache import CacheEntry, simulate_from
 from .config import SearchConfig
 
@@ -31,9 +31,8 @@ from .config import SearchConfig
 def segment_digest(seg_itot: np.ndarray, state: np.ndarray) -> str:
     """sha256 of a simulated cycle's I_total and end states (to check that the driver's own
     continuation matches the trial's)."""
-    h = hashlib.sha256(np.ascontiguousarray(seg_itot).tobytes())
-    h.update(np.ascontiguousarray(state).tobytes())
-    return h.hexdigest()
+    return sha256_bytes(np.ascontiguousarray(seg_itot).tobytes()
+                        + np.ascontiguousarray(state).tobytes())
 
 
 def cycle_aligned(config: SearchConfig) -> bool:

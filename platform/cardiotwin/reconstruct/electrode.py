@@ -29,14 +29,13 @@ tested.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..settings import PositiveFloat, Settings
-
 from ..model.equations import CURRENT_NAMES
+from ..settings import PositiveFloat, Settings
 
 #: currents whose junctional density is drawn from ``sodium_density_range``
 SODIUM = "I_Na"
@@ -109,7 +108,7 @@ def junction_current(v_mV: np.ndarray, dt_ms: float, currents: Mapping[str, np.n
     if v.ndim != 1 or v.size < 3:
         raise ValueError(f"v_mV: expected a 1-D trace of >= 3 samples, found shape {v.shape}")
     if not isinstance(densities, Mapping):
-        densities = dict(zip(CURRENT_NAMES, np.asarray(densities, dtype=np.float64)))
+        densities = dict(zip(CURRENT_NAMES, np.asarray(densities, dtype=np.float64), strict=True))
     out = c_junction * np.gradient(v, dt_ms, edge_order=2)
     for name, i_k in currents.items():
         mu = float(densities.get(name, 0.0))

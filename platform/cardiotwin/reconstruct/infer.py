@@ -23,13 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from ..storage.atomic import (atomic_path, jsonable, recover_directory, write_bytes_atomic,
-                              write_json_atomic, write_text_atomic)
+from ..storage.atomic import (
+    atomic_path,
+    jsonable,
+    recover_directory,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ..storage.outdir import read_json_file
 from .physics import PhysicsConfig
 from .train import ARTIFACT_FORMAT, METADATA_FILE, MODEL_FILE
-from .windows import APD_LEVELS, WindowConfig, apd, cut, detect_spikes, normalize_eap, \
-    window_starts
+from .windows import APD_LEVELS, WindowConfig, apd, cut, detect_spikes, normalize_eap, window_starts
 
 TIME_COLUMNS = {"t_ms": 1.0, "time_ms": 1.0, "time_s": 1000.0}
 EAP_COLUMNS = ("eap_uV", "eap_mV", "eap_V", "eap")

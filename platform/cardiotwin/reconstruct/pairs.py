@@ -29,7 +29,6 @@ anchor_ms, multipliers[52], eap_uV[length], iap_mV[length] (raw; normalized when
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import socket
@@ -296,10 +295,9 @@ def write_shard(cfg: PairConfig, index: int, out_dir: str | os.PathLike) -> dict
 
 
 def _shard_task(cfg_json: str, index: int, out_dir: str) -> dict[str, Any]:
-    with contextlib.suppress(Exception):  # a performance setting only
-        import numba
+    from ..runtime.threads import limit_numba_threads
 
-        numba.set_num_threads(1)
+    limit_numba_threads(1)
     return write_shard(PairConfig.model_validate_json(cfg_json), index, out_dir)
 
 

@@ -23,9 +23,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..settings import NonNegativeMs, PositiveFloat, PositiveMs, Settings
-
 from ..features import noise_sd
+from ..settings import NonNegativeMs, PositiveFloat, PositiveMs, Settings
 
 APD_LEVELS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 

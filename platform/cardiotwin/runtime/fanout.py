@@ -192,7 +192,7 @@ class FanOut(Generic[T]):
                         actor = starting.pop(ref)
                         try:
                             ray.get(ref)
-                        except Exception as exc:  # noqa: BLE001 - any start failure counts
+                        except Exception as exc:  # any start failure counts
                             start_failures += 1
                             self.failures += 1
                             if start_failures >= self.max_attempts * n:
@@ -207,7 +207,7 @@ class FanOut(Generic[T]):
                     worker, pos, t_start = inflight.pop(ref)
                     try:
                         result = ray.get(ref)
-                    except Exception as exc:  # noqa: BLE001 - sorted below
+                    except Exception as exc:  # sorted below
                         if is_retryable(exc):
                             lost(ref, worker, pos, exc)
                             continue

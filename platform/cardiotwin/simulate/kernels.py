@@ -11,7 +11,6 @@ calls inside the lane loop stop LLVM from vectorizing it. So they allocate nothi
 passes the workspace (``workspace(n_cells)``).
 """
 
-import hashlib
 from pathlib import Path
 
 import numba
@@ -33,14 +32,15 @@ from ..model.equations import (
     advance,
     voltage_terms,
 )
+from ..storage.identity import sha256_bytes
 
 
 def _drop_stale_cache() -> None:
     """numba's on-disk cache keys on this file only; the kernels also inline model/equations.py
     and vecmath.py, so drop the cached kernels when those change."""
     root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256(b"".join(
-        (root / rel).read_bytes() for rel in ("model/equations.py", "vecmath.py"))).hexdigest()
+    digest = sha256_bytes(b"".join(
+        (root / rel).read_bytes() for rel in ("model/equations.py", "vecmath.py")))
     cache = Path(__file__).resolve().parent / "__pycache__"
     stamp = cache / "kernels.inlined-sources.sha256"
     try:

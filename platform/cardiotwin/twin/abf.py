@@ -94,7 +94,7 @@ def open_abf(s: AbfSource):
                     "b'ABF ' (ABF1) or b'ABF2' (ABF2)")
     try:
         hdr = pyabf.ABF(str(s.path), loadData=False, cacheStimulusFiles=False)
-    except Exception as e:  # noqa: BLE001 - pyabf raises anything on a corrupt header
+    except Exception as e:  # pyabf raises anything on a corrupt header
         raise fail(s.name, "header", f"cannot read the ABF header ({type(e).__name__}: {e}); "
                     f"the file ({s.size} bytes) is truncated or corrupt") from None
     need = hdr.dataByteStart + hdr.dataPointCount * hdr.dataPointByteSize
@@ -106,7 +106,7 @@ def open_abf(s: AbfSource):
                     f"points ({need} bytes with the header), the file has {s.size} bytes")
     try:
         abf = pyabf.ABF(str(s.path), loadData=True, cacheStimulusFiles=False)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise fail(s.name, "data", f"cannot read the ABF data ({type(e).__name__}: {e})"
                     ) from None
     if not (abf.dataRate > 0 and abf.sweepCount >= 1 and abf.sweepPointCount >= 2):
@@ -201,7 +201,7 @@ def sweep_y(abf, s: int, ch: int, source: str) -> np.ndarray:
     try:
         abf.setSweep(s, channel=ch)
         return np.array(abf.sweepY, dtype=np.float64)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise fail(source, "data", f"cannot read sweep {s} channel {ch} "
                     f"({type(e).__name__}: {e})") from None
 
@@ -236,7 +236,7 @@ def sweep_c(abf, s: int, ch: int, n: int, source: str) -> np.ndarray:
     try:
         abf.setSweep(s, channel=ch)
         c = np.array(abf.sweepC, dtype=np.float64)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise fail(source, "command_mV", f"cannot build the DAC command of sweep {s} "
                     f"({type(e).__name__}: {e})") from None
     if len(c) != n:

@@ -55,7 +55,7 @@ class Twin:
             "parameters": {n: {"value": float(v), "multiplier": float(m),
                                "uncertainty_multiplier": float(u)}
                            for n, v, m, u in zip(self.names, self.values, self.multipliers,
-                                                 self.uncertainty)},
+                                                 self.uncertainty, strict=True)},
             "protocol_hash": self.protocol_hash, "temperature_K": self.temperature_K,
             "fit": self.fit, "status": self.status, "biomarkers": _clean(self.biomarkers),
             "comparison": self.comparison, "timings_s": self.timings_s,
@@ -173,7 +173,7 @@ def simulate_twins(protocol, twins: list[Twin], recordings: list[Recording], *,
     t1 = time.perf_counter()
     vc = simulate_voltage_clamp(protocol, inputs)
     t2 = time.perf_counter()
-    for i, (tw, rec) in enumerate(zip(twins, recordings)):
+    for i, (tw, rec) in enumerate(zip(twins, recordings, strict=True)):
         tw.fit = fit_diagnostic(rec.current_pA_per_pF, vc.i_total[i])
         tw.traces = {"t_vc_ms": vc.t_ms, "i_twin": vc.i_total[i],
                      "i_recorded": rec.current_pA_per_pF}
