@@ -86,7 +86,7 @@ def test_load_errors_name_file_and_columns(tmp_path):
     ("t_ms,v_mV\n0,1\n0.1,abc\n", "v_mV", 3, "line 3, column 2: expected a number, found 'abc'"),
     ("t_ms,v_mV\n0,1\n0.1,\n", "v_mV", 3, "line 3, column 2: expected a number, found ''"),
     ("t_ms,v_mV\n0,1\n0.1\n", "rows", 3, "line 3: expected 2 fields"),
-    ("t_ms,v_mV\n0,1\n0.1,inf\n0.2,nan\n", "v_mV", 3,
+    ("v_mV,t_ms\n1,0\n1,inf\n1,nan\n", "t_ms", 3,
      "line 3, column 2: expected a finite number, found 'inf' (2 non-finite values in all)"),
     ("v_mV,t_ms\n1,0\n1,0.1\n1,0.2\n1,0.35\n1,0.45\n", "t_ms", 5,
      "not uniformly sampled: line 5 (t = 0.35 ms) comes 0.15 ms after the previous sample, "
@@ -366,3 +366,19 @@ def test_all_shared_pre_drug_spont():
         else:                                           # one AP
             assert tf.status in ("quiescent", "non_repolarizing", "ok"), f.name
     assert 0 < n_beating < len(files)
+
+
+def test_unstable_simulated_trace_csv_reports_unstable(tmp_path):
+    """`cardiotwin simulate ap` writes NaN after a run goes unstable: `features` reads it and
+    answers 'unstable' (NaN voltage allowed), while a NaN time is still refused."""
+    t = np.arange(2000) * 0.1
+    v = np.where(t < 100.0, -70.0, np.nan)
+    p = tmp_path / "unstable.csv"
+    p.write_text("t_ms,v_mV\n" + "\n".join(f"{a:.1f},{b}" for a, b in zip(t, v, strict=True)))
+    tt, vv = load_trace_csv(p)
+    assert np.isnan(vv[-1]) and tt.size == 2000
+    res = analyze_trace(tt, vv)
+    assert res.status == "unstable" and "non-finite V from t = 100.0 ms" in res.reasons[0]
+    p.write_text("t_ms,v_mV\n0.0,-70\nnan,-70\n0.2,-70\n")
+    with pytest.raises(TraceCsvError, match="line 3"):
+        load_trace_csv(p)

@@ -323,7 +323,8 @@ def _recording_csv(path, n_beats=5, period_ms=700.0, dt=1.0, seed=0):
 def _errors(est, tmp_path):
     from cardiotwin.reconstruct.infer import read_eap_csv, reconstruct_recording
 
-    cases = {"empty": ("", "empty"), "wrong_cols": ("time,voltage\n0,1\n1,2\n", "wrong columns"),
+    cases = {"empty": ("", "empty"), "wrong_cols": ("time,voltage\n0,1\n1,2\n",
+                                            "without a time column or an eAP column"),
              "nan": ("t_ms,eap_uV\n" + "\n".join(f"{i},{'nan' if i == 7 else 0.5}"
                                                 for i in range(2000)), "non-finite"),
              "short": ("t_ms,eap_uV\n" + "\n".join(f"{i},{i % 3}" for i in range(50)),

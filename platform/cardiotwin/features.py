@@ -167,11 +167,13 @@ def load_trace_csv(path, *, with_current: bool = False):
     Columns: time ``t_ms`` / ``time_ms`` (ms) or ``time_s`` (s, converted to ms) and membrane
     potential ``v_mV`` / ``voltage_mV`` (mV); with ``with_current``, also the injected current
     (``injected_current_pA_per_pF``, ``i_stim`` or ``i_pA_per_pF``, pA/pF) or None. Read by
-    :func:`cardiotwin.trace_csv.read_csv_trace` (finite values, strictly increasing and
-    uniformly sampled time, >= 2 samples); a TraceCsvError (ValueError) names the file, line
-    and column otherwise.
+    :func:`cardiotwin.trace_csv.read_csv_trace` (finite times and currents, strictly
+    increasing and uniformly sampled time, >= 2 samples; NaN voltages allowed); a
+    TraceCsvError (ValueError) names the file, line and column otherwise.
     """
-    roles = {"v": Want("a voltage column", MEMBRANE_POTENTIAL_COLUMNS)}
+    # NaN voltages are kept: a simulated run that went unstable is NaN from then on, and its
+    # status (unstable) is the answer
+    roles = {"v": Want("a voltage column", MEMBRANE_POTENTIAL_COLUMNS, finite=False)}
     if with_current:
         roles["i"] = Want("an injected-current column", STIMULUS_COLUMNS, required=False)
     tr = read_csv_trace(path, roles)

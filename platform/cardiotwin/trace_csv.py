@@ -9,8 +9,9 @@ Rules (one set for every caller):
   the header holds; the unit of a column comes from its name (``t_ms`` ms, ``time_s`` s,
   ``i_nA`` nA, ``I_total`` pA/pF, see the tables). Other columns are ignored (not parsed).
 * Blank lines are skipped; every other line must have as many fields as the header.
-* The used cells must be finite numbers; time must increase strictly and, when ``uniform``,
-  be uniformly sampled (every step within ``UNIFORM_TOLERANCE`` of the median step);
+* The used cells must be finite numbers (a role may allow NaN: ``Want.finite``, for the
+  voltage of a simulated trace that went unstable); time must increase strictly and, when
+  ``uniform``, be uniformly sampled (every step within ``UNIFORM_TOLERANCE`` of the median step);
   at least ``min_samples`` rows.
 * Every error is a :class:`TraceCsvError` (a ValueError) whose message starts with the file and
   the field, then the line (and column) and expected vs found.
@@ -39,6 +40,7 @@ CURRENT_COLUMNS: dict[str, str] = {"i_pA_per_pF": "pA/pF", "I_total": "pA/pF", "
 #: Injected (stimulus) current of a paced AP trace.
 STIMULUS_COLUMNS: dict[str, str] = {"injected_current_pA_per_pF": "pA/pF", "i_stim": "pA/pF",
                                     "i_pA_per_pF": "pA/pF"}
+GZIP_MAGIC = b"\x1f\x8b"
 #: Uniform sampling: every time step within this fraction of the median step.
 UNIFORM_TOLERANCE = 1e-3
 
@@ -62,11 +64,13 @@ def _fail(source: str, field: str, msg: str, line: int | None = None) -> TraceCs
 @dataclass(frozen=True)
 class Want:
     """A column role: ``candidates`` (name -> unit, in order of preference) and whether the file
-    must have one; ``label`` names it in errors ("a current column")."""
+    must have one; ``label`` names it in errors ("a current column"). ``finite``: refuse NaN and
+    inf (False for a simulated trace that went unstable: its values are NaN from then on)."""
 
     label: str
     candidates: Mapping[str, str]
     required: bool = True
+    finite: bool = True
 
 
 @dataclass(frozen=True)
@@ -99,18 +103,25 @@ class CsvTrace:
 TIME = Want("a time column", TIME_COLUMNS)
 
 
-def read_csv_trace(path: str | os.PathLike, roles: Mapping[str, Want], *,
-                   min_samples: int = 2, uniform: bool = True) -> CsvTrace:
+def read_csv_trace(data: str | os.PathLike | bytes, roles: Mapping[str, Want], *,
+                   name: str | None = None, min_samples: int = 2,
+                   uniform: bool = True) -> CsvTrace:
     """Read the time column and one column per role of ``roles`` from a trace CSV (rules in
-    the module docstring). Raises :class:`TraceCsvError`."""
-    path = Path(path)
-    src = str(path)
-    header, rows = _read_rows(path, src)
+    the module docstring): a path, or the file's bytes (an upload; gzip recognised by its
+    magic number) named ``name`` in errors. Raises :class:`TraceCsvError`."""
+    if isinstance(data, (bytes, bytearray)):
+        src = name or "<upload>"
+        header, rows = _split_rows(_decode(bytes(data), src), src)
+    else:
+        src = name or str(data)
+        header, rows = _split_rows(_read_text(Path(data), src), src)
     picked = _pick_columns(header, {"time": TIME, **roles}, src)
     lines = np.array([ln for ln, _ in rows], dtype=np.int64)
     if len(rows) < min_samples:
         raise _fail(src, "rows", f"expected >= {min_samples} samples, found {len(rows)}")
-    cols = {role: CsvColumn(name, unit, _parse_column(rows, header.index(name), name, src))
+    wants = {"time": TIME, **roles}
+    cols = {role: CsvColumn(name, unit, _parse_column(rows, header.index(name), name, src,
+                                                      finite=wants[role].finite))
             for role, (name, unit) in picked.items()}
     tcol = cols.pop("time")
     t = tcol.values * TIME_UNITS[tcol.unit]
@@ -152,17 +163,31 @@ def uniform_interval_ms(t_ms, *, source: str, field: str = "t_ms",
     return dt
 
 
-def _read_rows(path: Path, src: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """(header names, [(line number, fields)] of the non-blank data lines)."""
+def _read_text(path: Path, src: str) -> str:
     if not path.is_file():
         raise _fail(src, "path", "file not found (or not a regular file)")
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:
-            text = fh.read()
+        raw = path.read_bytes()
+    except OSError as e:
+        raise _fail(src, "file", f"cannot read ({type(e).__name__}: {e})") from None
+    if path.suffix == ".gz" and raw[:2] != GZIP_MAGIC:
+        raise _fail(src, "file", "cannot read as text CSV: a .gz name, but not gzip data")
+    return _decode(raw, src)
+
+
+def _decode(raw: bytes, src: str) -> str:
+    """The text of a CSV's bytes: gunzipped when gzip, UTF-8 (optional BOM)."""
+    try:
+        if raw[:2] == GZIP_MAGIC:
+            raw = gzip.decompress(raw)
+        return raw.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError, EOFError) as e:
         raise _fail(src, "file", f"cannot read as text CSV ({type(e).__name__}: {e})"
                     ) from None
+
+
+def _split_rows(text: str, src: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(header names, [(line number, fields)] of the non-blank data lines)."""
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise _fail(src, "header", "the file is empty; expected a CSV header and rows", 1)
@@ -201,8 +226,8 @@ def _pick_columns(header: list[str], roles: Mapping[str, Want], src: str
     return picked
 
 
-def _parse_column(rows: list[tuple[int, list[str]]], j: int, name: str, src: str
-                  ) -> np.ndarray:
+def _parse_column(rows: list[tuple[int, list[str]]], j: int, name: str, src: str, *,
+                  finite: bool = True) -> np.ndarray:
     cells = [f[j] for _, f in rows]
     try:
         x = np.array(cells, dtype=np.float64)
@@ -215,7 +240,7 @@ def _parse_column(rows: list[tuple[int, list[str]]], j: int, name: str, src: str
                             f"{cell.strip()!r}", k) from None
         raise  # numpy refused a cell that float() takes: not expected
     bad = ~np.isfinite(x)
-    if bad.any():
+    if finite and bad.any():
         i = int(np.argmax(bad))
         k = rows[i][0]
         raise _fail(src, name, f"line {k}, column {j + 1}: expected a finite number, found "

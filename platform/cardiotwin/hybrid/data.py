@@ -17,19 +17,13 @@ expected and what was found; quiescent, stuck-depolarized and unstable cells rai
 
 from __future__ import annotations
 
-import gzip
-import io
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from .config import DataConfig
-
-_TIME_COLUMNS = (("time_s", 1000.0), ("t_ms", 1.0))
-_VOLTAGE_COLUMNS = ("voltage_mV", "v_mV")
 
 
 class TraceError(ValueError):
@@ -94,42 +88,18 @@ class BeatSet:
 
 def read_trace(path) -> tuple[np.ndarray, np.ndarray]:
     """(t_ms, v_mV) of a CSV(.gz) with columns time_s, voltage_mV (real recordings; other columns
-    such as injected_current_pA_per_pF are ignored) or t_ms, v_mV (simulations)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TraceError(f"{path}: file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
+    such as injected_current_pA_per_pF are ignored) or t_ms, v_mV (simulations), read by
+    :func:`cardiotwin.trace_csv.read_csv_trace`; TraceError naming the file, field and line."""
+    from ..trace_csv import MEMBRANE_POTENTIAL_COLUMNS, TraceCsvError, Want, read_csv_trace
+
     try:
-        with opener(path, "rt", newline="") as fh:
-            text = fh.read()
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise TraceError(f"{path}: cannot read as {'gzip ' if path.suffix == '.gz' else ''}"
-                         f"text CSV ({e})") from None
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise TraceError(f"{path}: empty file; expected a header with time_s,voltage_mV "
-                         f"(or t_ms,v_mV) and data rows")
-    header = [c.strip() for c in lines[0].split(",")]
-    tcol = next(((c, s) for c, s in _TIME_COLUMNS if c in header), None)
-    vcol = next((c for c in _VOLTAGE_COLUMNS if c in header), None)
-    if tcol is None or vcol is None:
-        missing = [n for n, ok in (("time_s (or t_ms)", tcol), ("voltage_mV (or v_mV)", vcol))
-                   if ok is None]
-        raise TraceError(f"{path}: missing column {' and '.join(missing)}: expected columns "
-                         f"time_s,voltage_mV[,injected_current_pA_per_pF] or t_ms,v_mV; found "
-                         f"{header}")
-    body = "\n".join(lines[1:]).strip()
-    if not body:
-        raise TraceError(f"{path}: empty trace: header {header} but no data rows")
-    cols = [header.index(tcol[0]), header.index(vcol)]
-    try:
-        data = np.loadtxt(io.StringIO(body), delimiter=",", usecols=cols, ndmin=2)
-    except ValueError as e:
-        raise TraceError(f"{path}: unparsable value in column {tcol[0]} or {vcol}: {e}") from None
-    t_ms = data[:, 0] * tcol[1]
-    v_mV = data[:, 1]
-    check_trace(t_ms, v_mV, str(path), time_field=tcol[0], voltage_field=vcol)
-    return t_ms, v_mV
+        tr = read_csv_trace(path, {"v": Want("a voltage column", MEMBRANE_POTENTIAL_COLUMNS)},
+                            uniform=False)
+    except TraceCsvError as e:
+        raise TraceError(str(e)) from None
+    v = tr.columns["v"]
+    check_trace(tr.t_ms, v.values, tr.source, time_field=tr.time_column, voltage_field=v.name)
+    return tr.t_ms, v.values
 
 
 def check_trace(t_ms, v_mV, name: str, *, time_field: str = "t_ms",

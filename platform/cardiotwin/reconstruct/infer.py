@@ -14,7 +14,6 @@ of sweep ``sweep``.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,8 +35,7 @@ from .physics import PhysicsConfig
 from .train import ARTIFACT_FORMAT, METADATA_FILE, MODEL_FILE
 from .windows import APD_LEVELS, WindowConfig, apd, cut, detect_spikes, normalize_eap, window_starts
 
-TIME_COLUMNS = {"t_ms": 1.0, "time_ms": 1.0, "time_s": 1000.0}
-EAP_COLUMNS = ("eap_uV", "eap_mV", "eap_V", "eap")
+EAP_COLUMNS = {"eap_uV": "uV", "eap_mV": "mV", "eap_V": "V", "eap": "a.u."}
 
 
 class EAPRecordingError(ValueError):
@@ -98,39 +96,18 @@ def _fail(source: str, msg: str) -> EAPRecordingError:
 
 def read_eap_csv(data: str | os.PathLike | bytes, name: str | None = None
                  ) -> tuple[np.ndarray, np.ndarray, str]:
-    """(t_ms, eap, column) from a CSV file path or its bytes."""
-    if isinstance(data, (bytes, bytearray)):
-        src = name or "<upload>"
-        try:
-            text = bytes(data).decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise _fail(src, "not a text CSV (cannot decode as UTF-8)") from None
-    else:
-        src = name or str(data)
-        p = Path(data)
-        if not p.is_file():
-            raise _fail(src, "file not found")
-        text = p.read_text(encoding="utf-8-sig", errors="replace")
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        raise _fail(src, "the file is empty; expected a CSV header (t_ms,eap_uV) and rows")
-    header = [c.strip() for c in lines[0].split(",")]
-    tcol = next((c for c in header if c in TIME_COLUMNS), None)
-    ecol = next((c for c in header if c in EAP_COLUMNS), None)
-    if tcol is None or ecol is None:
-        raise _fail(src, f"wrong columns {header}: expected a time column (one of "
-                         f"{', '.join(TIME_COLUMNS)}) and an eAP column (one of "
-                         f"{', '.join(EAP_COLUMNS)})")
-    if len(lines) < 2:
-        raise _fail(src, "no data rows after the header")
+    """(t_ms, eap, column) from a CSV file path or its bytes, read by
+    :func:`cardiotwin.trace_csv.read_csv_trace` (sampling is checked by
+    :func:`check_recording`); EAPRecordingError naming the file, field and line."""
+    from ..trace_csv import TraceCsvError, Want, read_csv_trace
+
     try:
-        arr = np.loadtxt(io.StringIO("\n".join(lines[1:])), delimiter=",", ndmin=2)
-    except ValueError as e:
-        raise _fail(src, f"cannot parse the rows as numbers ({e})") from None
-    if arr.shape[1] != len(header):
-        raise _fail(src, f"rows have {arr.shape[1]} fields, the header {len(header)}")
-    t = arr[:, header.index(tcol)] * TIME_COLUMNS[tcol]
-    return t, arr[:, header.index(ecol)], ecol
+        tr = read_csv_trace(data, {"eap": Want("an eAP column", EAP_COLUMNS, finite=False)},
+                            name=name, uniform=False)
+    except TraceCsvError as e:
+        raise EAPRecordingError(str(e)) from None
+    col = tr.columns["eap"]
+    return tr.t_ms, col.values, col.name
 
 
 def read_eap_abf(data: str | os.PathLike | bytes, name: str | None = None, *, sweep: int = 0,
