@@ -38,6 +38,22 @@ def ray_session():
         ray.shutdown()
 
 
+SHORT_PROTOCOL_CSV = """duration_ms,v_start_mV,v_end_mV
+50,-80,-80
+100,-80,20
+50,-120,-120
+100,-40,-40
+"""
+
+
+@pytest.fixture(scope="session")
+def short_protocol_path(tmp_path_factory) -> Path:
+    """A 300 ms step protocol (segments CSV) for small, fast populations."""
+    p = tmp_path_factory.mktemp("protocol") / "short.csv"
+    p.write_text(SHORT_PROTOCOL_CSV)
+    return p
+
+
 def generate_r20(out, **kw):
     """1500 cells at +-20% on protocol_a, I_total at 1 kHz, 1 s classification run, every
     status kept."""

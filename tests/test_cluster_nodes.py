@@ -40,7 +40,7 @@ def cluster():
         ray.shutdown()
         c.shutdown()
         if was_local:
-            ray.init(num_cpus=2, include_dashboard=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False)
 
 
 def _config(tmp_path, out: str) -> GenerationConfig:

@@ -5,15 +5,12 @@ to a few seconds (mostly actor start-up).
 """
 
 import json
-import os
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from cardiotwin.decimation import decimate
 from cardiotwin.features import BATCH_KEYS
@@ -35,49 +32,23 @@ from cardiotwin.storage.identity import canonical_json, sha256_file
 N = 160
 SEED = 3
 AP_MS = 1000.0
-PROTOCOL_CSV = """duration_ms,v_start_mV,v_end_mV
-50,-80,-80
-100,-80,20
-50,-120,-120
-100,-40,-40
-"""
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ.pop("RAY_ADDRESS", None)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def protocol_path(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("protocol") / "short.csv"
-    p.write_text(PROTOCOL_CSV)
-    return p
-
-
-def make_config(protocol_path, out, **kw) -> GenerationConfig:
-    base = dict(n_cells=N, seed=SEED, protocol=str(protocol_path), ap_duration_ms=AP_MS,
+def make_config(short_protocol_path, out, **kw) -> GenerationConfig:
+    base = dict(n_cells=N, seed=SEED, protocol=str(short_protocol_path), ap_duration_ms=AP_MS,
                 shard_size=50, n_workers=2, keep_rejected=True, out_dir=out)
     base.update(kw)
     return GenerationConfig(**base)
 
 
-def run(protocol_path, out, actor_env=None, max_attempts=3, **kw):
-    return generate_population(make_config(protocol_path, out, **kw), progress=False,
+def run(short_protocol_path, out, actor_env=None, max_attempts=3, **kw):
+    return generate_population(make_config(short_protocol_path, out, **kw), progress=False,
                                echo=None, actor_env=actor_env, max_attempts=max_attempts)
 
 
 @pytest.fixture(scope="module")
-def reference(ray_cluster, protocol_path, tmp_path_factory):
+def reference(ray_session, short_protocol_path, tmp_path_factory):
     """An uninterrupted run: 160 cells in shards of 50 (50, 50, 50, 10) on 2 actors, every cell
     kept."""
-    return run(protocol_path, tmp_path_factory.mktemp("pop") / "reference")
+    return run(short_protocol_path, tmp_path_factory.mktemp("pop") / "reference")
 
 
 def sorted_table(store):
@@ -99,7 +70,7 @@ def assert_same_rows(a, b):
 
 # ---- a complete run -------------------------------------------------------------------------
 
-def test_run_stores_every_cell_once_and_manifest_matches(reference, protocol_path):
+def test_run_stores_every_cell_once_and_manifest_matches(reference, short_protocol_path):
     store = reference
     m = store.manifest
     t = sorted_table(store)
@@ -127,10 +98,10 @@ def test_run_stores_every_cell_once_and_manifest_matches(reference, protocol_pat
         assert {k: v for k, v in s["status_counts"].items() if v} == dict(sc)
     assert not list(store.path.glob("*.tmp"))
     # protocol, parameters, config hash
-    proto = load_protocol(protocol_path)
+    proto = load_protocol(short_protocol_path)
     assert m["protocol_hash"] == proto.protocol_hash == store.protocol.protocol_hash
     assert m["parameter_names"] == list(INFERRED_NAMES)
-    cfg = make_config(protocol_path, store.path)
+    cfg = make_config(short_protocol_path, store.path)
     assert m["config"] == cfg.identity(proto.protocol_hash)
     assert m["config_hash"] == cfg.config_hash(proto.protocol_hash)
     assert json.loads(canonical_json(m["config"])) == m["config"]
@@ -156,13 +127,13 @@ def test_run_stores_every_cell_once_and_manifest_matches(reference, protocol_pat
     assert all(k in sch.names for k in BATCH_KEYS)
 
 
-def test_rows_are_the_direct_simulation_of_their_multipliers(reference, protocol_path):
+def test_rows_are_the_direct_simulation_of_their_multipliers(reference, short_protocol_path):
     t = sorted_table(reference)
     m = list_to_numpy(t.column("multipliers"))
     np.testing.assert_array_equal(m, sample_multipliers(N, 0.4, SEED).astype(np.float32))
     assert m.min() >= 0.6 and m.max() <= 1.4
     pick = np.array([0, 7, 51, 159])
-    st, bm, itot, _ = simulate_batch(load_protocol(protocol_path), m[pick], AP_MS, 310.0)
+    st, bm, itot, _ = simulate_batch(load_protocol(short_protocol_path), m[pick], AP_MS, 310.0)
     np.testing.assert_array_equal(list_to_numpy(t.column("I_total"))[pick], itot)
     np.testing.assert_array_equal(t.column("status").to_numpy(zero_copy_only=False)[pick], st)
     np.testing.assert_array_equal(t.column("apd90_ms").to_numpy()[pick],
@@ -182,10 +153,10 @@ def test_streaming_reads(reference):
     assert ok.num_rows == reference.manifest["totals"]["status_counts"]["ok"]
 
 
-def test_filter_and_decimation(ray_cluster, protocol_path, reference, tmp_path):
+def test_filter_and_decimation(ray_session, short_protocol_path, reference, tmp_path):
     """Rejected cells dropped and counted; I_total averaged over blocks of 10 samples; the
     kept rows are the reference's ok rows (cell i depends only on (seed, i))."""
-    store = run(protocol_path, tmp_path / "dec", n_cells=64, shard_size=32,
+    store = run(short_protocol_path, tmp_path / "dec", n_cells=64, shard_size=32,
                 keep_rejected=False, decimate_to_hz=1000)
     m = store.manifest
     t = sorted_table(store)
@@ -206,11 +177,11 @@ def test_filter_and_decimation(ray_cluster, protocol_path, reference, tmp_path):
 # ---- determinism ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shard_size,n_workers", [(50, 1), (32, 4)])
-def test_same_rows_whatever_the_sharding_and_actors(ray_cluster, protocol_path, reference,
+def test_same_rows_whatever_the_sharding_and_actors(ray_session, short_protocol_path, reference,
                                                     tmp_path, shard_size, n_workers):
     """The reference has shards of 50 on 2 actors. 4 actors on 2 CPUs: two never start, and
     the run must not wait for them."""
-    store = run(protocol_path, tmp_path / "pop", shard_size=shard_size, n_workers=n_workers)
+    store = run(short_protocol_path, tmp_path / "pop", shard_size=shard_size, n_workers=n_workers)
     assert store.manifest["n_shards"] == -(-N // shard_size)
     assert store.manifest["runs"][-1]["n_workers"] == n_workers
     assert_same_rows(sorted_table(store), sorted_table(reference))
@@ -235,9 +206,9 @@ def test_qmc_samplers_are_independent_of_slicing():
 
 
 @pytest.mark.parametrize("sampler", ["lhs", "sobol"])
-def test_qmc_samplers_through_ray(ray_cluster, protocol_path, tmp_path, sampler):
+def test_qmc_samplers_through_ray(ray_session, short_protocol_path, tmp_path, sampler):
     """The LHS design travels through the object store; Sobol points are computed per shard."""
-    store = run(protocol_path, tmp_path / "pop", n_cells=48, shard_size=20, sampler=sampler,
+    store = run(short_protocol_path, tmp_path / "pop", n_cells=48, shard_size=20, sampler=sampler,
                 spread=0.2)
     t = sorted_table(store)
     np.testing.assert_array_equal(t.column("cell_id").to_numpy(), np.arange(48))
@@ -248,13 +219,13 @@ def test_qmc_samplers_through_ray(ray_cluster, protocol_path, tmp_path, sampler)
 
 # ---- faults and resumption ------------------------------------------------------------------
 
-def test_interrupted_run_resumes_to_the_same_store(ray_cluster, protocol_path, reference,
+def test_interrupted_run_resumes_to_the_same_store(ray_session, short_protocol_path, reference,
                                                    tmp_path):
     out = tmp_path / "pop"
     env = {TEST_EXIT_ON_SHARD: "2", TEST_EXIT_MARKER: str(tmp_path / "crashed")}
     # a crash in the middle of writing shard 2, with no retries: the run stops
     with pytest.raises(RuntimeError, match="shard 2"):
-        run(protocol_path, out, actor_env=env, max_attempts=1)
+        run(short_protocol_path, out, actor_env=env, max_attempts=1)
     assert (tmp_path / "crashed").exists()
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"
     assert not (out / "shard-000002.parquet").exists()
@@ -269,7 +240,7 @@ def test_interrupted_run_resumes_to_the_same_store(ray_cluster, protocol_path, r
     if (out / "shard-000003.parquet").exists():
         data = (out / "shard-000003.parquet").read_bytes()
         (out / "shard-000003.parquet").write_bytes(data[: len(data) // 2])
-    store = run(protocol_path, out)
+    store = run(short_protocol_path, out)
     assert store.manifest["status"] == "complete"
     assert not list(out.glob("*.tmp"))
     assert len(store.manifest["runs"]) == 2
@@ -279,13 +250,13 @@ def test_interrupted_run_resumes_to_the_same_store(ray_cluster, protocol_path, r
     assert store.manifest["totals"] == reference.manifest["totals"] | {
         "actor_seconds_by_stage": store.manifest["totals"]["actor_seconds_by_stage"]}
     # a re-run of a complete store does no work
-    again = run(protocol_path, out)
+    again = run(short_protocol_path, out)
     assert again.manifest["runs"][-1]["cells_simulated"] == 0
 
 
-def test_a_dying_actor_does_not_fail_the_run(ray_cluster, protocol_path, reference, tmp_path):
+def test_a_dying_actor_does_not_fail_the_run(ray_session, short_protocol_path, reference, tmp_path):
     env = {TEST_EXIT_ON_SHARD: "1", TEST_EXIT_MARKER: str(tmp_path / "crashed")}
-    store = run(protocol_path, tmp_path / "pop", actor_env=env)
+    store = run(short_protocol_path, tmp_path / "pop", actor_env=env)
     assert (tmp_path / "crashed").exists()                  # the actor did die
     assert store.manifest["runs"][-1]["actor_failures"] == 1
     assert_same_rows(sorted_table(store), sorted_table(reference))
@@ -307,25 +278,25 @@ def test_config_hashes_of_existing_settings_are_unchanged():
 
 # ---- bad input: clear errors before any work ------------------------------------------------
 
-def test_invalid_settings_are_refused(protocol_path, tmp_path):
+def test_invalid_settings_are_refused(short_protocol_path, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="n_cells"):
-        make_config(protocol_path, out, n_cells=0)
+        make_config(short_protocol_path, out, n_cells=0)
     for bad in (0.0, 1.0, 1.5, -0.2):
         with pytest.raises(ValueError, match="spread"):
-            make_config(protocol_path, out, spread=bad)
+            make_config(short_protocol_path, out, spread=bad)
     with pytest.raises(ValueError, match="seed"):
-        make_config(protocol_path, out, seed=-1)
+        make_config(short_protocol_path, out, seed=-1)
     with pytest.raises(ValueError, match="sampler"):
-        make_config(protocol_path, out, sampler="grid")
+        make_config(short_protocol_path, out, sampler="grid")
     with pytest.raises(ValueError, match="temperature_K"):
-        make_config(protocol_path, out, temperature_K=400)
+        make_config(short_protocol_path, out, temperature_K=400)
     with pytest.raises(ValueError, match="ap_duration_ms must be a multiple of 0.1 ms"):
-        make_config(protocol_path, out, ap_duration_ms=1000.05)
+        make_config(short_protocol_path, out, ap_duration_ms=1000.05)
     for field, bad in (("shard_size", 0), ("n_workers", 0), ("shard_timeout_s", -1.0),
                        ("decimate_to_hz", 0.0), ("protocol", "  ")):
         with pytest.raises(ValueError, match=field):
-            make_config(protocol_path, out, **{field: bad})
+            make_config(short_protocol_path, out, **{field: bad})
     # one plain line per field, expected and found
     with pytest.raises(ValueError) as e:
         GenerationConfig.create(n_cells=-5, spread=2, out_dir=out)
@@ -343,7 +314,7 @@ def _no_work(monkeypatch):
     monkeypatch.setattr(gen, "_run_pending", fail)
 
 
-def test_bad_files_and_directories_are_refused_before_any_work(protocol_path, tmp_path,
+def test_bad_files_and_directories_are_refused_before_any_work(short_protocol_path, tmp_path,
                                                                monkeypatch):
     _no_work(monkeypatch)
     out = tmp_path / "out"
@@ -354,23 +325,23 @@ def test_bad_files_and_directories_are_refused_before_any_work(protocol_path, tm
     with pytest.raises(ValueError, match="expected columns"):
         run(bad, out)
     with pytest.raises(ValueError, match="must divide the protocol's sampling rate"):
-        run(protocol_path, out, decimate_to_hz=3000)
+        run(short_protocol_path, out, decimate_to_hz=3000)
     assert not out.exists()
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(ValueError, match="is not writable"):
-        run(protocol_path, blocker / "out")
+        run(short_protocol_path, blocker / "out")
     with pytest.raises(ValueError, match="not a directory"):
-        run(protocol_path, blocker)
+        run(short_protocol_path, blocker)
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty and holds no manifest.json"):
-        run(protocol_path, other)
+        run(short_protocol_path, other)
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
 
 
-def test_another_config_on_an_existing_store_is_refused(reference, protocol_path, tmp_path,
+def test_another_config_on_an_existing_store_is_refused(reference, short_protocol_path, tmp_path,
                                                         monkeypatch):
     out = tmp_path / "copy"
     shutil.copytree(reference.path, out)
@@ -380,14 +351,14 @@ def test_another_config_on_an_existing_store_is_refused(reference, protocol_path
     with pytest.raises(ValueError, match=r"holds another population store \(config hash "
                                          r"[0-9a-f]{12}, this one [0-9a-f]{12}\): seed: 3 "
                                          r"there, 4 here; use a new --out"):
-        run(protocol_path, out, seed=4)
+        run(short_protocol_path, out, seed=4)
     with pytest.raises(ValueError, match="holds another population store"):
-        run(protocol_path, out, shard_size=32)
+        run(short_protocol_path, out, shard_size=32)
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
     assert after == before                                  # nothing touched
 
 
-def test_command_line_errors(protocol_path, tmp_path, capsys):
+def test_command_line_errors(short_protocol_path, tmp_path, capsys):
     from cardiotwin.cli import main
 
     assert main(["generate", "--n-cells", "0", "--out", str(tmp_path / "o")]) == 2

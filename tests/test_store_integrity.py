@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import ray
 
 from cardiotwin.cli import main
 from cardiotwin.population import (
@@ -34,49 +33,23 @@ from cardiotwin.runtime.versions import code_version
 from cardiotwin.storage.lock import LOCK_NAME, DirectoryLock, LockHeldError
 
 N, SHARD, SEED, AP_MS = 60, 20, 5, 1000.0
-PROTOCOL_CSV = """duration_ms,v_start_mV,v_end_mV
-50,-80,-80
-100,-80,20
-50,-120,-120
-100,-40,-40
-"""
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ.pop("RAY_ADDRESS", None)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def protocol_path(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("protocol") / "short.csv"
-    p.write_text(PROTOCOL_CSV)
-    return p
-
-
-def settings(protocol_path, out, **kw) -> dict:
-    base = dict(n_cells=N, seed=SEED, protocol=str(protocol_path), ap_duration_ms=AP_MS,
+def settings(short_protocol_path, out, **kw) -> dict:
+    base = dict(n_cells=N, seed=SEED, protocol=str(short_protocol_path), ap_duration_ms=AP_MS,
                 shard_size=SHARD, n_workers=2, keep_rejected=True, out_dir=str(out))
     base.update(kw)
     return base
 
 
-def run(protocol_path, out, lines=None, actor_env=None, **kw):
+def run(short_protocol_path, out, lines=None, actor_env=None, **kw):
     echo = None if lines is None else lines.append
-    return generate_population(GenerationConfig(**settings(protocol_path, out, **kw)),
+    return generate_population(GenerationConfig(**settings(short_protocol_path, out, **kw)),
                                progress=False, echo=echo, actor_env=actor_env)
 
 
 @pytest.fixture(scope="module")
-def reference(ray_cluster, protocol_path, tmp_path_factory):
+def reference(ray_session, short_protocol_path, tmp_path_factory):
     """An undisturbed run: 60 cells in 3 shards of 20, every cell kept."""
-    return run(protocol_path, tmp_path_factory.mktemp("pop") / "reference")
+    return run(short_protocol_path, tmp_path_factory.mktemp("pop") / "reference")
 
 
 def copy_of(store, tmp_path) -> Path:
@@ -119,7 +92,7 @@ def flip_middle_bytes(path: Path, n: int = 16) -> None:
 
 # ---- damage: found, named, re-simulated -----------------------------------------------------
 
-def test_damaged_shard_is_found_and_resimulated(reference, protocol_path, tmp_path, capsys):
+def test_damaged_shard_is_found_and_resimulated(reference, short_protocol_path, tmp_path, capsys):
     import pyarrow.parquet as pq
 
     out = copy_of(reference, tmp_path)
@@ -143,7 +116,7 @@ def test_damaged_shard_is_found_and_resimulated(reference, protocol_path, tmp_pa
     assert "DAMAGED: 3 shards (2 ok, 1 damaged, 0 missing)" in printed[-1]
     # the rerun names it, re-simulates only it, and ends with the undisturbed store
     lines: list[str] = []
-    store = run(protocol_path, out, lines)
+    store = run(short_protocol_path, out, lines)
     assert "shard 1: checksum mismatch, re-simulating" in lines
     last = store.manifest["runs"][-1]
     assert last["shards_redone"] == [1] and last["cells_simulated"] == SHARD
@@ -152,7 +125,7 @@ def test_damaged_shard_is_found_and_resimulated(reference, protocol_path, tmp_pa
     assert "intact: 3 shards (3 ok, 0 damaged, 0 missing); run complete" in capsys.readouterr().out
 
 
-def test_torn_sidecar_is_redone(reference, protocol_path, tmp_path):
+def test_torn_sidecar_is_redone(reference, short_protocol_path, tmp_path):
     out = copy_of(reference, tmp_path)
     side = out / "shard-000002.json"
     text = side.read_text()
@@ -160,7 +133,7 @@ def test_torn_sidecar_is_redone(reference, protocol_path, tmp_path):
     assert [c.line() for c in verify_store(out).problems] == [
         "shard 2: damaged (sidecar unreadable (torn or not JSON))"]
     lines: list[str] = []
-    store = run(protocol_path, out, lines)
+    store = run(short_protocol_path, out, lines)
     assert "shard 2: sidecar unreadable (torn or not JSON), re-simulating" in lines
     assert store.manifest["runs"][-1]["shards_redone"] == [2]
     assert json.loads(side.read_text())["sha256"] == reference.manifest["shards"][2]["sha256"]
@@ -199,13 +172,13 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_second_writer_is_refused_while_the_first_completes(reference, protocol_path,
+def test_second_writer_is_refused_while_the_first_completes(reference, short_protocol_path,
                                                             tmp_path, capsys):
     out = tmp_path / "pop"
     env = dict(os.environ, CARDIOTWIN_TEST_SLOW_SHARD_S="2")
     env.pop("RAY_ADDRESS", None)
     first = subprocess.Popen(
-        [sys.executable, "-c", WRITER, json.dumps(settings(protocol_path, out, n_workers=1))],
+        [sys.executable, "-c", WRITER, json.dumps(settings(short_protocol_path, out, n_workers=1))],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -218,10 +191,11 @@ def test_second_writer_is_refused_while_the_first_completes(reference, protocol_
         # a second run, by the API and by the command line: one line naming the holder
         with pytest.raises(LockHeldError, match=rf"is being written by another run \(pid "
                                                 rf"{first.pid} on {socket.gethostname()}"):
-            run(protocol_path, out)
+            run(short_protocol_path, out)
         argv = ["generate", "--n-cells", str(N), "--seed", str(SEED), "--protocol",
-                str(protocol_path), "--ap-duration-ms", str(AP_MS), "--shard-size", str(SHARD),
-                "--keep-rejected", "--out", str(out), "--no-progress"]
+                str(short_protocol_path), "--ap-duration-ms", str(AP_MS),
+                "--shard-size", str(SHARD), "--keep-rejected", "--out", str(out),
+                "--no-progress"]
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert f"pid {first.pid}" in err and len(err.strip().splitlines()) == 1
@@ -245,7 +219,7 @@ def _dead_pid() -> int:
 
 
 @pytest.mark.parametrize("holder", ["dead pid on this host", "old heartbeat elsewhere"])
-def test_stale_lock_is_taken_over(reference, protocol_path, tmp_path, holder):
+def test_stale_lock_is_taken_over(reference, short_protocol_path, tmp_path, holder):
     out = copy_of(reference, tmp_path)
     (out / "shard-000001.parquet").unlink()                      # some work to do
     now = time.time()
@@ -256,7 +230,7 @@ def test_stale_lock_is_taken_over(reference, protocol_path, tmp_path, holder):
     (out / LOCK_NAME).write_text(json.dumps(rec))
     assert DirectoryLock(out).is_stale(rec)
     lines: list[str] = []
-    store = run(protocol_path, out, lines)
+    store = run(short_protocol_path, out, lines)
     took = [x for x in lines if x.startswith("took over the stale lock")]
     assert len(took) == 1 and f"pid {rec['pid']} on {rec['host']}" in took[0]
     assert not (out / LOCK_NAME).exists()
@@ -264,12 +238,12 @@ def test_stale_lock_is_taken_over(reference, protocol_path, tmp_path, holder):
     assert_same_store(store, reference)
 
 
-def test_a_live_lock_is_not_taken_over(reference, protocol_path, tmp_path):
+def test_a_live_lock_is_not_taken_over(reference, short_protocol_path, tmp_path):
     out = copy_of(reference, tmp_path)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with DirectoryLock(out):
         with pytest.raises(LockHeldError, match=f"pid {os.getpid()}"):
-            run(protocol_path, out)
+            run(short_protocol_path, out)
         assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != LOCK_NAME} == before
 
 
@@ -288,7 +262,7 @@ def _age_store(out: Path, old: str) -> None:
         side.write_text(json.dumps(s))
 
 
-def test_resume_with_other_code_is_refused_unless_allowed(reference, protocol_path, tmp_path,
+def test_resume_with_other_code_is_refused_unless_allowed(reference, short_protocol_path, tmp_path,
                                                           capsys):
     out = copy_of(reference, tmp_path)
     _age_store(out, "0.0.1-old")
@@ -296,11 +270,11 @@ def test_resume_with_other_code_is_refused_unless_allowed(reference, protocol_pa
     (out / "shard-000002.json").unlink()
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     argv = ["generate", "--n-cells", str(N), "--seed", str(SEED), "--protocol",
-            str(protocol_path), "--ap-duration-ms", str(AP_MS), "--shard-size", str(SHARD),
+            str(short_protocol_path), "--ap-duration-ms", str(AP_MS), "--shard-size", str(SHARD),
             "--keep-rejected", "--workers", "2", "--out", str(out), "--no-progress"]
     with pytest.raises(ValueError, match=rf"written by cardiotwin 0\.0\.1-old and this is "
                                          rf"cardiotwin {code_version()}.*--allow-code-change"):
-        run(protocol_path, out)
+        run(short_protocol_path, out)
     assert main(argv) == 2
     assert "0.0.1-old" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before      # nothing touched
@@ -315,17 +289,17 @@ def test_resume_with_other_code_is_refused_unless_allowed(reference, protocol_pa
     assert m["runs"][-1]["cells_simulated"] == SHARD
     assert_same_store(store, reference)
     # the store now belongs to this code: a plain resume is accepted
-    assert run(protocol_path, out).manifest["runs"][-1]["cells_simulated"] == 0
+    assert run(short_protocol_path, out).manifest["runs"][-1]["cells_simulated"] == 0
 
 
 # ---- hung workers ---------------------------------------------------------------------------
 
-def test_hung_worker_is_killed_and_its_shard_retried(reference, protocol_path, tmp_path):
+def test_hung_worker_is_killed_and_its_shard_retried(reference, short_protocol_path, tmp_path):
     marker = tmp_path / "hung"
     env = {TEST_HANG_ON_SHARD: "1", TEST_HANG_MARKER: str(marker)}
     lines: list[str] = []
     t0 = time.monotonic()
-    store = run(protocol_path, tmp_path / "pop", lines, actor_env=env, shard_timeout_s=12.0)
+    store = run(short_protocol_path, tmp_path / "pop", lines, actor_env=env, shard_timeout_s=12.0)
     assert marker.exists()                                       # the actor did hang
     assert time.monotonic() - t0 < 300                           # and was not waited for
     last = store.manifest["runs"][-1]
@@ -336,7 +310,7 @@ def test_hung_worker_is_killed_and_its_shard_retried(reference, protocol_path, t
     assert_same_store(store, reference)
 
 
-def test_default_shard_timeout_is_adaptive(ray_cluster, protocol_path, tmp_path, monkeypatch):
+def test_default_shard_timeout_is_adaptive(ray_session, short_protocol_path, tmp_path, monkeypatch):
     """None: 10 x the longest shard so far, at least 120 s; a given value is used as is."""
     import cardiotwin.population.generate as gen
 
@@ -353,7 +327,7 @@ def test_default_shard_timeout_is_adaptive(ray_cluster, protocol_path, tmp_path,
     monkeypatch.setattr(gen, "FanOut", Spy)
     for timeout in (None, 7.5):
         with pytest.raises(Stop):
-            run(protocol_path, tmp_path / f"pop{timeout}", shard_timeout_s=timeout)
+            run(short_protocol_path, tmp_path / f"pop{timeout}", shard_timeout_s=timeout)
         assert not (tmp_path / f"pop{timeout}" / LOCK_NAME).exists()   # released on errors
     assert (seen[0]["timeout_s"], seen[0]["timeout_factor"], seen[0]["min_timeout_s"]) == \
         (None, 10.0, 120.0)
