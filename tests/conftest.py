@@ -1,6 +1,12 @@
 """Shared fixtures: a local Ray cluster of 2 CPUs, a small +-20% population on protocol_a and
 a network trained on it (used by the learning and serving tests); helpers shared by the CPU and
-GPU simulator tests (reading the reference traces, relative RMS)."""
+GPU simulator tests (reading the reference traces, relative RMS).
+
+Markers (pyproject.toml): a test that uses a Ray fixture is marked ``ray``, one that uses a
+trained-network fixture ``training`` (here, by fixture), besides the tests marked by hand;
+``pytest`` runs the unit tests only, ``pytest -m "ray or training or slow"`` the rest (CI runs
+both).
+"""
 
 import gzip
 import os
@@ -24,6 +30,21 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
         header = fh.readline().strip().split(",")
         data = np.loadtxt(fh, delimiter=",", ndmin=2)
     return {name: data[:, k] for k, name in enumerate(header)}
+
+
+RAY_FIXTURES = frozenset({"ray_session"})
+TRAINING_FIXTURES = frozenset({"r20_model", "tiny_model", "noisy_model"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark tests by the fixtures they use (before ``-m`` selects), see the module docstring."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & RAY_FIXTURES:
+            item.add_marker(pytest.mark.ray)
+        if names & TRAINING_FIXTURES:
+            item.add_marker(pytest.mark.training)
 
 
 @pytest.fixture(scope="session")

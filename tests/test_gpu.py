@@ -200,10 +200,12 @@ def sim(tmp_path_factory):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # the CUDA simulator: ~30 s for the shared fixture
 def test_simulator_is_used_and_is_not_a_gpu(sim):
     assert sim["backend"] == "simulator" and sim["gpu_available"] is False
 
 
+@pytest.mark.slow  # the CUDA simulator: ~30 s for the shared fixture
 def test_sim_voltage_clamp_equals_cpu(sim):
     assert sim["vc_shapes"][0] == sim["vc_shapes"][1] and sim["vc_shapes"][2] == "float32"
     assert sim["vc"]["n"] == 5 and sim["vc"]["same_nan"], sim["vc"]
@@ -213,23 +215,27 @@ def test_sim_voltage_clamp_equals_cpu(sim):
     assert sim["vc_time_same"]
 
 
+@pytest.mark.slow  # the CUDA simulator: ~30 s for the shared fixture
 def test_sim_unstable_cells_flagged_as_on_cpu(sim):
     for key in ("vc_unstable", "cc_unstable"):  # both bad cells fail in both modes
         g, c = sim[key]
         assert g == c == [False] * 5 + [True, True], key
 
 
+@pytest.mark.slow  # the CUDA simulator: ~30 s for the shared fixture
 def test_sim_chunking_and_decimation(sim):
     assert sim["vc_chunking_identical"]
     assert sim["vc_decimate"]["max_rel_rms"] <= TOL and sim["vc_decimate_axes"]
     assert sim["cc_decimate"]["max_rel_rms"] <= TOL and sim["cc_decimate_t"]
 
 
+@pytest.mark.slow  # the CUDA simulator: ~30 s for the shared fixture
 def test_sim_vc_matches_reference(sim):
     errs = sim["vc_reference"]
     assert max(errs) <= ITOTAL_REF_TOL, errs
 
 
+@pytest.mark.slow  # the CUDA simulator: ~30 s for the shared fixture
 def test_sim_current_clamp_equals_cpu(sim):
     for key in ("cc_v", "cc_cai", "cc_paced"):
         assert sim[key]["same_nan"] and sim[key]["max_rel_rms"] <= TOL, (key, sim[key])
@@ -237,6 +243,7 @@ def test_sim_current_clamp_equals_cpu(sim):
     assert sim["cc_final"] <= TOL and sim["cc_time_same"]
 
 
+@pytest.mark.slow  # the CUDA simulator: ~30 s for the shared fixture
 def test_sim_spontaneous_beating_matches_reference(sim):
     s = sim["spont"]
     assert s["status"] == ["ok", "ok"]
@@ -246,6 +253,7 @@ def test_sim_spontaneous_beating_matches_reference(sim):
     assert s["apd90"][0] == pytest.approx(s["apd90"][1], rel=0.02)
 
 
+@pytest.mark.slow  # the CUDA simulator: ~30 s for the shared fixture
 def test_sim_population_batch_equals_cpu(sim):
     b = sim["batch"]
     if "skipped" in b:

@@ -92,6 +92,7 @@ def _small_data(**kw):
     return DataConfig(**base)
 
 
+@pytest.mark.training
 def test_physics_only_fit_recovers_ms_parameters():
     """F_dl off, data from Mitchell-Schaeffer itself (scipy Radau), 4 beats of 100 ms observed
     at 10 kHz (as the real recordings): tau_in, tau_out, tau_close within 0.1% without noise and
@@ -121,6 +122,7 @@ def test_physics_only_fit_recovers_ms_parameters():
     assert fit.physics_only.h0 == pytest.approx(1.0)
 
 
+@pytest.mark.training
 def test_hybrid_fit_decreases_loss_and_lambda_follows_rule():
     """Tiny joint fit on data the physics cannot reproduce exactly (an extra slow outward
     drift): L_traj and the objective at fixed lambda fall, lambda_{j+1} = lambda_j + gamma *
@@ -258,6 +260,7 @@ def test_readout_pairs_pre_post_and_reports_skips():
     assert table["verapamil"]["n_pairs"] == 0 and "quiescent" in table["verapamil"]["note"]
 
 
+@pytest.mark.training
 def test_cli_parser_and_fit_on_a_recording(tmp_path):
     import argparse
 
