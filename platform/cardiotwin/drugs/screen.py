@@ -36,7 +36,6 @@ tasks in this process (numba's threads, no Ray).
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -48,14 +47,11 @@ import numpy as np
 from ..runtime.versions import code_version, package_versions
 from ..storage.atomic import atomic_path, write_json_atomic
 from ..storage.lock import DirectoryLock
-from .analysis import FLOAT_KEYS, INT_KEYS, analyze_cell
 from .cli_args import add_screen_arguments
 from .config import FORMAT, ScreenConfig
 from .store import (
-    BOOL_KEYS,
     FIGURES,
     FILES,
-    STR_KEYS,
     SUMMARY,
     ScreenResult,
     claim_screen_dir,
@@ -64,6 +60,7 @@ from .store import (
     write_parquet,
 )
 from .summary import arrested_flags, summarize
+from .task import ScreenTask, simulate_block
 
 TASK_TIMEOUT_FACTOR = 10.0   # a task is hung after this x the longest finished one ...
 TASK_MIN_TIMEOUT_S = 300.0   # ... and at least this long (s)
@@ -71,81 +68,6 @@ TASKS_PER_CPU = 2            # tasks in flight per cluster CPU
 
 __all__ = ["ScreenResult", "add_screen_arguments", "list_drugs_text", "load_screen",
            "run_from_args", "run_screen", "simulate_block"]
-
-
-# ---- the task -------------------------------------------------------------------------------
-
-def _stimulus(t_ms: np.ndarray, ctx: dict[str, Any]) -> np.ndarray | None:
-    """The pacing current (pA/pF) on the recorded run's time axis (it starts after the
-    pre-pacing), or None when free-running."""
-    period = ctx["pacing_period_ms"]
-    if period is None:
-        return None
-    phase = np.mod(t_ms + ctx["prepace_ms"], period)
-    return np.where(phase < ctx["pacing_width_ms"], ctx["pacing_amplitude"], 0.0)
-
-
-def simulate_block(ctx: dict[str, Any], cell_ids: np.ndarray, multipliers: np.ndarray,
-                   conc_index: int) -> dict[str, Any]:
-    """Simulate and analyse cells ``cell_ids`` (multipliers (n, 52) float32) at concentration
-    ``conc_index``: per-cell columns, kept traces, and seconds spent (the Ray task body)."""
-    t_start = time.perf_counter()
-    if ctx.get("single_thread"):
-        from ..runtime.threads import limit_numba_threads
-
-        limit_numba_threads(1)
-    from ..model.parameters import INFERRED_INDEX
-    from ..simulate import Pacing, simulate_current_clamp
-
-    conc = ctx["concentrations"][conc_index]
-    n = len(cell_ids)
-    base = np.repeat(np.asarray(ctx["twin_inputs"], dtype=np.float64)[None, :], n, axis=0)
-    base[:, INFERRED_INDEX] *= np.asarray(multipliers, dtype=np.float32).astype(np.float64)
-    inputs = ctx["drug"].apply(base, conc)
-    pacing = None
-    if ctx["pacing_period_ms"] is not None:
-        pacing = Pacing(period_ms=ctx["pacing_period_ms"], amplitude=ctx["pacing_amplitude"],
-                        width_ms=ctx["pacing_width_ms"])
-    t0 = time.perf_counter()
-    res = simulate_current_clamp(ctx["record_ms"], inputs, temperature_K=ctx["temperature_K"],
-                                 record_interval_ms=ctx["record_interval_ms"], pacing=pacing,
-                                 prepace_ms=ctx["prepace_ms"])
-    t1 = time.perf_counter()
-    i_stim = _stimulus(res.t_ms, ctx)
-    cols: dict[str, list] = {k: [] for k in (*STR_KEYS, *BOOL_KEYS, *INT_KEYS, *FLOAT_KEYS)}
-    traces = []
-    k_dec = max(1, int(round(ctx["trace_interval_ms"] / ctx["record_interval_ms"])))
-    n_keep = ctx["n_keep_traces"]
-    n_ead_kept = 0
-    for i in range(n):
-        r = analyze_cell(res.t_ms, res.v_mV[i], i_stim=i_stim,
-                         depolarized_mdp_mV=ctx["depolarized_mdp_mV"],
-                         ead_min_repolarization=ctx["ead_min_repolarization"], segments=True)
-        if res.unstable[i]:
-            r.update(status="unstable", outcome="unstable", ead=False, n_eads=0,
-                     reason="numerically unstable (non-finite state)")
-        for k in cols:
-            cols[k].append(r[k])
-        cid = int(cell_ids[i])
-        keep_ead = r["ead"] and n_ead_kept < n_keep
-        if n_keep and (keep_ead or cid < n_keep) and np.all(np.isfinite(res.v_mV[i])):
-            n_ead_kept += bool(keep_ead)
-            traces.append({"concentration_nM": conc, "cell_id": cid, "outcome": r["outcome"],
-                           "ead": r["ead"], "dt_ms": ctx["record_interval_ms"] * k_dec,
-                           "v_mV": res.v_mV[i, ::k_dec].astype(np.float32),
-                           "ead_start_ms": [s for s, _ in r["ead_segments"]],
-                           "ead_end_ms": [e for _, e in r["ead_segments"]]})
-    t2 = time.perf_counter()
-    out = {k: np.asarray(v) for k, v in cols.items()}
-    for k in INT_KEYS:
-        out[k] = out[k].astype(np.int32)
-    for k in FLOAT_KEYS:
-        out[k] = out[k].astype(np.float64)
-    out["ead"] = out["ead"].astype(bool)
-    return {"conc_index": conc_index, "cell_id": np.asarray(cell_ids, dtype=np.int64),
-            "columns": out, "traces": traces,
-            "seconds": {"setup": t0 - t_start, "simulate": t1 - t0, "analyze": t2 - t1},
-            "host": socket.gethostname(), "pid": os.getpid()}
 
 
 # ---- the driver -----------------------------------------------------------------------------
@@ -212,14 +134,7 @@ def _compute(cfg: ScreenConfig, out: Path | None, identity: dict[str, Any], chas
     concs = list(cfg.concentrations_nM)
     mult = sample_population(cfg.sampler, cfg.n_cells, cfg.spread, cfg.seed)
     cell_ids = np.arange(cfg.n_cells, dtype=np.int64)
-    ctx = {"drug": drug, "concentrations": concs, "twin_inputs": cfg.twin_inputs(),
-           "temperature_K": cfg.temperature_K, "prepace_ms": cfg.prepace_ms,
-           "record_ms": cfg.record_ms, "record_interval_ms": cfg.record_interval_ms,
-           "pacing_period_ms": cfg.pacing_period_ms, "pacing_amplitude": cfg.pacing_amplitude,
-           "pacing_width_ms": cfg.pacing_width_ms, "depolarized_mdp_mV": cfg.depolarized_mdp_mV,
-           "ead_min_repolarization": cfg.ead_min_repolarization,
-           "n_keep_traces": cfg.n_keep_traces, "trace_interval_ms": cfg.trace_interval_ms,
-           "single_thread": use_ray}
+    task = ScreenTask.from_config(cfg, drug, single_thread=use_ray)
     bounds = [(a, min(cfg.n_cells, a + cfg.batch_cells))
               for a in range(0, cfg.n_cells, cfg.batch_cells)]
     work = [(ci, a, b) for a, b in bounds for ci in range(len(concs))]
@@ -230,7 +145,7 @@ def _compute(cfg: ScreenConfig, out: Path | None, identity: dict[str, Any], chas
              f"{cfg.prepace_ms + cfg.record_ms:g} ms in {len(work)} tasks"
              + (f" -> {out}" if out else ""))
     t0 = time.perf_counter()
-    parts, n_cpus, threads, startup = _execute(ctx, work, mult, cell_ids, n_sims, progress,
+    parts, n_cpus, threads, startup = _execute(task, work, mult, cell_ids, n_sims, progress,
                                                use_ray, num_cpus, ray_address, ship_package,
                                                on_progress)
     wall = time.perf_counter() - t0 - startup
@@ -357,7 +272,7 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
 
 # ---- execution ------------------------------------------------------------------------------
 
-def _execute(ctx, work, mult, cell_ids, n_sims, progress, use_ray, num_cpus, ray_address,
+def _execute(task, work, mult, cell_ids, n_sims, progress, use_ray, num_cpus, ray_address,
              ship_package, on_progress=None) -> tuple[list[dict[str, Any]], int, int, float]:
     """Run the tasks; (results, CPUs used, numba threads per task, seconds spent starting Ray
     and warming the kernel before the first task)."""
@@ -379,36 +294,36 @@ def _execute(ctx, work, mult, cell_ids, n_sims, progress, use_ray, num_cpus, ray
 
             parts = []
             for ci, a, b in work:
-                parts.append(simulate_block(ctx, cell_ids[a:b], mult[a:b], ci))
+                parts.append(simulate_block(task, cell_ids[a:b], mult[a:b], ci))
                 advance(b - a)
             return parts, numba.get_num_threads(), numba.get_num_threads(), 0.0
-        return _execute_ray(ctx, work, mult, cell_ids, advance, num_cpus, ray_address,
+        return _execute_ray(task, work, mult, cell_ids, advance, num_cpus, ray_address,
                             ship_package)
     finally:
         bar.close()
 
 
-def _execute_ray(ctx, work, mult, cell_ids, advance, num_cpus, ray_address, ship_package):
+def _execute_ray(task: ScreenTask, work, mult, cell_ids, advance, num_cpus, ray_address,
+                 ship_package):
     """The tasks on Ray through :class:`cardiotwin.runtime.FanOut` (module docstring)."""
     import ray
 
     from ..resources import simulation_resources
-    from ..runtime import FanOut, init_ray, ray_runtime_env
+    from ..runtime import FanOut, ray_runtime_env, ray_session
 
     t0 = time.perf_counter()
-    started = init_ray(num_cpus, ray_address, ship_package)
-    try:
+    with ray_session(num_cpus, ray_address, ship_package):
         if ray_runtime_env(ship_package, ray_address) is None:
             _warm_kernel()
         startup = time.perf_counter() - t0
         n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        task = ray.remote(num_cpus=1, max_retries=0)(simulate_block).options(
+        remote = ray.remote(num_cpus=1, max_retries=0)(simulate_block).options(
             runtime_env={"env_vars": {"NUMBA_NUM_THREADS": "1"}},
             resources=simulation_resources())
-        ctx_ref = ray.put(ctx)
-        concs = ctx["concentrations"]
-        fan = FanOut(lambda _, w: task.remote(ctx_ref, cell_ids[w[1]:w[2]], mult[w[1]:w[2]],
-                                              w[0]),
+        task_ref = ray.put(task)
+        concs = task.concentrations_nM
+        fan = FanOut(lambda _, w: remote.remote(task_ref, cell_ids[w[1]:w[2]],
+                                                mult[w[1]:w[2]], w[0]),
                      n_workers=TASKS_PER_CPU * n_cpus, timeout_factor=TASK_TIMEOUT_FACTOR,
                      min_timeout_s=TASK_MIN_TIMEOUT_S,
                      describe=lambda w: f"screen task (cells {w[1]}-{w[2] - 1} at "
@@ -418,9 +333,6 @@ def _execute_ray(ctx, work, mult, cell_ids, advance, num_cpus, ray_address, ship
             parts.append(part)
             advance(b - a)
         return parts, n_cpus, 1, startup
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _warm_kernel() -> None:
