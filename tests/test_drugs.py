@@ -206,10 +206,8 @@ def test_cross_field_checks_remain():
 def test_screen_subcommand_registers_and_parses(tmp_path):
     import argparse
 
-    from cardiotwin.drugs.cli_args import add_screen_arguments, config_from_args, register, run
-    from cardiotwin.drugs.config import add_screen_arguments as reexported
+    from cardiotwin.drugs.cli_args import config_from_args, register, run
 
-    assert reexported is add_screen_arguments
     p = argparse.ArgumentParser()
     register(p.add_subparsers(dest="command", required=True))
     a = p.parse_args(["screen", "--drug", "E-4031", "--concentrations-nm", "0,30",

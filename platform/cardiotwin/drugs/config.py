@@ -42,15 +42,13 @@ from ..settings import (
 )
 from ..storage.identity import identity_hash
 from .catalog import Drug, get_drug
-from .cli_args import add_screen_arguments, config_from_args  # re-exported until cli.py is rewired
 
 FORMAT = "cardiotwin.screen/1"
 RUN_ONLY_FIELDS = ("out_dir", "batch_cells", "figures", "drug_file", "overwrite")
 MAX_CONCENTRATIONS = 64
 EAD_REPOLARIZATION_MAX = 0.9
 
-__all__ = ["FORMAT", "MAX_CONCENTRATIONS", "RUN_ONLY_FIELDS", "ScreenConfig",
-           "add_screen_arguments", "config_from_args"]
+__all__ = ["FORMAT", "MAX_CONCENTRATIONS", "RUN_ONLY_FIELDS", "ScreenConfig"]
 
 
 class ScreenConfig(Settings):

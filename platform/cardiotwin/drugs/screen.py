@@ -47,7 +47,6 @@ import numpy as np
 from ..runtime.versions import code_version, package_versions
 from ..storage.atomic import atomic_path, write_json_atomic
 from ..storage.lock import DirectoryLock
-from .cli_args import add_screen_arguments
 from .config import FORMAT, ScreenConfig
 from .store import (
     FIGURES,
@@ -66,7 +65,7 @@ TASK_TIMEOUT_FACTOR = 10.0   # a task is hung after this x the longest finished 
 TASK_MIN_TIMEOUT_S = 300.0   # ... and at least this long (s)
 TASKS_PER_CPU = 2            # tasks in flight per cluster CPU
 
-__all__ = ["ScreenResult", "add_screen_arguments", "list_drugs_text", "load_screen",
+__all__ = ["ScreenResult", "list_drugs_text", "load_screen",
            "run_from_args", "run_screen", "simulate_block"]
 
 

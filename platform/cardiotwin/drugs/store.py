@@ -72,7 +72,9 @@ def claim_screen_dir(out: Path, chash: str, identity: dict[str, Any],
     code version (unless ``overwrite``: its results may differ), or foreign files."""
     prev = claim_output_dir(out, marker=SUMMARY, fmt=FORMAT, config_hash=chash,
                             identity=identity, own=_own, what="drug screen",
-                            overwrite=overwrite)
+                            overwrite=overwrite,
+                            hint="use a new --out, or --overwrite (overwrite=True) to replace "
+                                 "it")
     if prev is None or overwrite:
         return None
     if prev.get("code_version") != code_version():
@@ -81,11 +83,6 @@ def claim_screen_dir(out: Path, chash: str, identity: dict[str, Any],
                          "its results may differ; use --overwrite (overwrite=True) to "
                          "recompute it, or a new output directory")
     return prev
-
-
-def check_out_dir(out: Path, chash: str, overwrite: bool) -> dict[str, Any] | None:
-    """:func:`claim_screen_dir` without the identity (kept for callers of the old name)."""
-    return claim_screen_dir(out, chash, {}, overwrite)
 
 
 def write_parquet(table, path: Path) -> str:

@@ -188,11 +188,3 @@ class GenerationConfig(Settings):
         """sha256 of the canonical JSON of :meth:`identity`."""
         return identity_hash(self.identity(protocol_hash))
 
-
-def __getattr__(name: str):
-    # the command line moved to population/cli_args.py; this name stays importable from here
-    if name in ("add_generate_arguments", "config_from_args"):
-        from . import cli_args
-
-        return getattr(cli_args, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -57,7 +57,9 @@ def config_diff(stored: dict[str, Any], new: dict[str, Any]) -> str:
 def claim_output_dir(out: str | os.PathLike, *, marker: str, fmt: str, config_hash: str,
                      identity: dict[str, Any] | None = None,
                      own: Callable[[str], bool] | None = None, what: str = "run",
-                     overwrite: bool = False, create: bool = True) -> dict[str, Any] | None:
+                     overwrite: bool = False, create: bool = True,
+                     hint: str = "use a new --out, or the same settings to resume or reuse it"
+                     ) -> dict[str, Any] | None:
     """Check ``out`` before a run writes there.
 
     ``marker``: the file whose presence says the directory holds a run (a manifest, a summary),
@@ -67,7 +69,8 @@ def claim_output_dir(out: str | os.PathLike, *, marker: str, fmt: str, config_ha
     also gives None (the caller replaces that run). ValueError, one line, for: a path that is
     not a directory, a torn or foreign marker, another run (the differing fields of
     ``identity`` named) or foreign files. With ``create`` the directory is made and proven
-    writable (only after every check passed).
+    writable (only after every check passed). ``hint``: what to do instead, ending the
+    message of another run.
     """
     out = Path(out)
     previous: dict[str, Any] | None = None
@@ -88,8 +91,7 @@ def claim_output_dir(out: str | os.PathLike, *, marker: str, fmt: str, config_ha
                 raise ValueError(
                     f"directory {out} holds another {what} (config hash "
                     f"{str(m.get('config_hash'))[:12]}, this one {config_hash[:12]})"
-                    + (f": {diff}" if diff else "")
-                    + "; use a new --out, or the same settings to resume or reuse it")
+                    + (f": {diff}" if diff else "") + f"; {hint}")
         else:
             names = sorted(p.name for p in out.iterdir())
             foreign = [n for n in names if not (is_temporary(n) or HIDDEN_OWN.match(n)
