@@ -14,6 +14,7 @@
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -64,13 +65,24 @@ def seven_cells() -> np.ndarray:
 
 
 def compare(gpu, cpu) -> dict:
-    """Largest relative RMS over the finite cells, and whether NaN patterns agree."""
+    """Largest error over the cells whose CPU trace is finite (relative RMS; the largest
+    absolute value where the CPU trace is all zero), ``n`` such cells, and whether the NaN
+    patterns agree. No finite cell: the error is inf (nothing was compared, never a pass)."""
     gpu, cpu = np.asarray(gpu, float), np.asarray(cpu, float)
     same_nan = bool(np.array_equal(np.isnan(gpu), np.isnan(cpu)))
-    errs = [rel_rms(g, c) for g, c in zip(gpu, cpu, strict=True)
-            if np.isfinite(c).all() and np.any(c)]
-    return {"same_nan": same_nan, "max_rel_rms": max(errs) if errs else 0.0,
+    errs = [rel_rms(g, c) if np.any(c) else float(np.max(np.abs(g)))
+            for g, c in zip(gpu, cpu, strict=True) if np.isfinite(c).all()]
+    return {"same_nan": same_nan, "max_rel_rms": max(errs) if errs else math.inf,
             "n": len(errs)}
+
+
+def test_compare_never_passes_without_a_finite_cell():
+    nan = np.full((2, 4), np.nan)
+    assert compare(nan, nan) == {"same_nan": True, "max_rel_rms": math.inf, "n": 0}
+    zero = np.zeros((1, 4))
+    assert compare(zero + 0.5, zero)["max_rel_rms"] == 0.5        # zero reference: absolute
+    assert compare(np.ones((1, 4)) * 1.01, np.ones((1, 4)))["max_rel_rms"] == \
+        pytest.approx(0.01)
 
 
 def final_err(gpu, cpu) -> float:
