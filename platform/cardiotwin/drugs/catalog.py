@@ -19,7 +19,6 @@ import csv
 import functools
 import io
 import json
-import math
 import re
 from collections.abc import Mapping
 from importlib import resources
@@ -30,6 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..model.parameters import CONDUCTANCE_SCALE
+from ..settings import PositiveFloat
 from ..validation import plain_errors
 from . import hill as _hill
 
@@ -54,8 +54,8 @@ class ChannelBlock(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     current: str = Field(description="blocked current (CONDUCTANCE_SCALE key, e.g. IKr)")
-    ic50_nM: float = Field(description="half-block concentration (nM, > 0)")
-    hill: float = Field(1.0, description="Hill coefficient (> 0)")
+    ic50_nM: PositiveFloat = Field(description="half-block concentration (nM, > 0)")
+    hill: PositiveFloat = Field(1.0, description="Hill coefficient (> 0)")
     source: str = Field(USER_SOURCE, description="literature source of the values")
     note: str = Field("", description="caveats")
 
@@ -71,34 +71,9 @@ class ChannelBlock(BaseModel):
                              f"{', '.join(CONDUCTANCE_SCALE)} (or hERG for IKr)")
         return name
 
-    @field_validator("ic50_nM", mode="before")
-    @classmethod
-    def _ic50(cls, v: Any) -> float:
-        x = _number(v, "ic50_nM")
-        if not (math.isfinite(x) and x > 0):
-            raise ValueError(f"ic50_nM must be a finite number of nM > 0, found {v!r}")
-        return x
-
-    @field_validator("hill", mode="before")
-    @classmethod
-    def _hill(cls, v: Any) -> float:
-        x = _number(v, "hill")
-        if not (math.isfinite(x) and x > 0):
-            raise ValueError(f"hill (coefficient) must be a finite number > 0, found {v!r}")
-        return x
-
     def fraction_remaining(self, conc_nM: float) -> float:
         """g_drug / g at ``conc_nM``."""
         return _hill.fraction_remaining(conc_nM, self.ic50_nM, self.hill)
-
-
-def _number(v: Any, what: str) -> float:
-    if isinstance(v, bool):
-        raise ValueError(f"{what} must be a number, found {v!r}")
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number, found {v!r}") from None
 
 
 class Drug(BaseModel):
