@@ -57,8 +57,11 @@ def _copy(store, tmp_path):
     return dst
 
 
-def _walls(m):
-    return {s["index"]: (s["wall_s"], s["pid"]) for s in m["shards"]}
+def _stamps(out):
+    """shard index -> (inode, mtime in ns) of its file: a shard written again (an atomic
+    rename of a new file) changes both; one left alone keeps them."""
+    return {int(p.name[6:12]): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in sorted(out.glob("shard-*.parquet"))}
 
 
 # ---- without Ray ------------------------------------------------------------------------------
@@ -120,8 +123,9 @@ def test_store_refuses_another_config_and_other_code(store, tmp_path):
     (out / "manifest.json").write_text(json.dumps(dict(m, code_version="0.0.0-other")))
     with pytest.raises(ValueError, match="written by cardiotwin 0.0.0-other.*allow_code_change"):
         generate_pairs(_cfg(), out, log=None)
+    stamps = _stamps(out)
     m2 = generate_pairs(_cfg(), out, allow_code_change=True, log=None)  # nothing to simulate
-    assert m2["code_version"] == m["code_version"] and _walls(m2) == _walls(m)
+    assert m2["code_version"] == m["code_version"] and _stamps(out) == stamps
 
 
 def test_damaged_shard_detected_and_regenerated(store, tmp_path):
@@ -135,8 +139,9 @@ def test_damaged_shard_detected_and_regenerated(store, tmp_path):
     shard.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"shard-000001\.parquet: .*damaged"):
         load_pairs(out)
-    after = generate_pairs(_cfg(), out, n_workers=2, log=None)
-    w0, w1 = _walls(before), _walls(after)
+    w0 = _stamps(out)
+    generate_pairs(_cfg(), out, n_workers=2, log=None)
+    w1 = _stamps(out)
     assert w1[0] == w0[0] and w1[2] == w0[2]  # intact shards kept
     assert w1[1] != w0[1]                      # the damaged one simulated again
     _assert_same_rows(_rows(out), _rows(store))
@@ -168,10 +173,12 @@ def test_resume_after_a_simulated_crash(store, tmp_path):
                                              "started_unix": now}))
     with pytest.raises(ValueError, match="not finished"):
         load_pairs(out)
+    w0 = _stamps(out)
+    assert 2 not in w0                         # shard 2 exists only as a torn temporary
     after = generate_pairs(_cfg(), out, n_workers=2, log=None)
     assert after["status"] == "complete"
-    w0, w1 = _walls(before), _walls(after)
-    assert w1[0] == w0[0] and w1[1] != w0[1] and w1[2] != w0[2]
+    w1 = _stamps(out)
+    assert w1[0] == w0[0] and w1[1] != w0[1] and 2 in w1
     _assert_same_rows(_rows(out), _rows(store))
     left = sorted(p.name for p in out.iterdir() if not p.name.startswith("shard-"))
     assert left == ["manifest.json"]  # no temporaries, the lock released
