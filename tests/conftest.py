@@ -32,6 +32,27 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
     return {name: data[:, k] for k, name in enumerate(header)}
 
 
+def sorted_table(store):
+    """A population store's rows as one table, in cell_id order."""
+    t = store.read_table()
+    return t.take(np.argsort(t.column("cell_id").to_numpy()))
+
+
+def assert_same_rows(a, b):
+    """Two population tables hold the same columns and values (list columns element-wise)."""
+    from cardiotwin.population import list_to_numpy
+
+    assert a.num_rows == b.num_rows
+    assert a.schema.names == b.schema.names
+    for name in a.schema.names:
+        x, y = a.column(name), b.column(name)
+        if name in ("multipliers", "I_total"):
+            np.testing.assert_array_equal(list_to_numpy(x), list_to_numpy(y), err_msg=name)
+        else:
+            np.testing.assert_array_equal(x.to_numpy(zero_copy_only=False),
+                                          y.to_numpy(zero_copy_only=False), err_msg=name)
+
+
 RAY_FIXTURES = frozenset({"ray_session"})
 TRAINING_FIXTURES = frozenset({"r20_model", "tiny_model", "noisy_model"})
 

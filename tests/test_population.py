@@ -11,6 +11,7 @@ from collections import Counter
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_same_rows, sorted_table
 
 from cardiotwin.decimation import decimate
 from cardiotwin.features import BATCH_KEYS
@@ -51,21 +52,6 @@ def reference(ray_session, short_protocol_path, tmp_path_factory):
     return run(short_protocol_path, tmp_path_factory.mktemp("pop") / "reference")
 
 
-def sorted_table(store):
-    t = store.read_table()
-    return t.take(np.argsort(t.column("cell_id").to_numpy()))
-
-
-def assert_same_rows(a, b):
-    assert a.num_rows == b.num_rows
-    assert a.schema.names == b.schema.names
-    for name in a.schema.names:
-        x, y = a.column(name), b.column(name)
-        if name in ("multipliers", "I_total"):
-            np.testing.assert_array_equal(list_to_numpy(x), list_to_numpy(y), err_msg=name)
-        else:
-            np.testing.assert_array_equal(x.to_numpy(zero_copy_only=False),
-                                          y.to_numpy(zero_copy_only=False), err_msg=name)
 
 
 # ---- a complete run -------------------------------------------------------------------------

@@ -16,15 +16,14 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import assert_same_rows, sorted_table
 
 from cardiotwin.cli import main
 from cardiotwin.population import (
     GenerationConfig,
     generate_population,
-    list_to_numpy,
     open_store,
     verify_store,
 )
@@ -58,22 +57,11 @@ def copy_of(store, tmp_path) -> Path:
     return out
 
 
-def sorted_table(store):
-    t = store.read_table()
-    return t.take(np.argsort(t.column("cell_id").to_numpy()))
-
-
 def assert_same_store(store, reference):
     """Same rows, values compared column by column, and the same totals."""
     a, b = sorted_table(store), sorted_table(reference)
-    assert a.num_rows == b.num_rows == N and a.schema.names == b.schema.names
-    for name in a.schema.names:
-        x, y = a.column(name), b.column(name)
-        if name in ("multipliers", "I_total"):
-            np.testing.assert_array_equal(list_to_numpy(x), list_to_numpy(y), err_msg=name)
-        else:
-            np.testing.assert_array_equal(x.to_numpy(zero_copy_only=False),
-                                          y.to_numpy(zero_copy_only=False), err_msg=name)
+    assert a.num_rows == N
+    assert_same_rows(a, b)
     strip = ("actor_seconds_by_stage",)
     assert ({k: v for k, v in store.manifest["totals"].items() if k not in strip}
             == {k: v for k, v in reference.manifest["totals"].items() if k not in strip})
