@@ -17,12 +17,11 @@ and inf written as null (:func:`write_json_finite`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..storage.atomic import atomic_path, write_json_atomic, write_text_atomic
+from ..storage.atomic import atomic_path, jsonable, write_json_atomic, write_text_atomic
 from ..storage.outdir import read_json_file
 from .cache import INITIAL_KEY
 from .config import FORMAT, SearchConfig
@@ -125,19 +124,7 @@ def save_state(search_dir: Path, state: SearchState, config: SearchConfig) -> No
         write_text_atomic(search_dir / "protocol_hash.txt", p.protocol_hash + "\n")
 
 
-def finite_or_none(obj: Any) -> Any:
-    """``obj`` with NaN and inf floats (at any depth) replaced by None (strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy scalar
-        return finite_or_none(obj.item())
-    return obj
-
-
 def write_json_finite(path: Path, obj: Any) -> None:
-    """Strict JSON with NaN and inf as null (:func:`finite_or_none`), written atomically."""
-    write_json_atomic(path, finite_or_none(obj))
+    """Strict JSON with NaN and inf as null (:func:`cardiotwin.storage.atomic.jsonable`),
+    written atomically."""
+    write_json_atomic(path, jsonable(obj))

@@ -113,10 +113,10 @@ def read_eap_csv(data: str | os.PathLike | bytes, name: str | None = None
 def read_eap_abf(data: str | os.PathLike | bytes, name: str | None = None, *, sweep: int = 0,
                  channel: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(t_ms, eap, channel description) from an ABF file path or its bytes."""
-    from ..twin.recording import _open_abf, _Source, _sweep_y
+    from ..twin.abf import AbfSource, open_abf, sweep_y
 
-    with _Source(data, name) as s:
-        abf = _open_abf(s)
+    with AbfSource(data, name) as s:
+        abf = open_abf(s)
         ch = 0 if channel is None else int(channel)
         if not 0 <= ch < abf.channelCount:
             raise _fail(s.name, f"channel {ch} does not exist (the file has "
@@ -124,7 +124,7 @@ def read_eap_abf(data: str | os.PathLike | bytes, name: str | None = None, *, sw
         if not 0 <= int(sweep) < abf.sweepCount:
             raise _fail(s.name, f"sweep {sweep} does not exist (the file has "
                                 f"{abf.sweepCount})")
-        y = np.asarray(_sweep_y(abf, int(sweep), ch, s.name), dtype=np.float64)
+        y = np.asarray(sweep_y(abf, int(sweep), ch, s.name), dtype=np.float64)
         dt = 1000.0 / abf.dataRate
         desc = f"ABF channel {ch} ({abf.adcNames[ch]}, {abf.adcUnits[ch]}), sweep {sweep}"
     return np.arange(len(y)) * dt, y, desc

@@ -355,7 +355,7 @@ def _generate_locked(cfg: PairConfig, out: Path, prev: dict[str, Any] | None, *,
     import ray
 
     from ..population.store import complete_shard
-    from ..runtime import FanOut, init_ray
+    from ..runtime import FanOut, ray_session
     from ..runtime.versions import code_version, package_versions
     from ..storage.atomic import write_json_atomic
 
@@ -390,8 +390,7 @@ def _generate_locked(cfg: PairConfig, out: Path, prev: dict[str, Any] | None, *,
 
     manifest("running")
     if pending:
-        started = init_ray(num_cpus, ray_address, "auto")
-        try:
+        with ray_session(num_cpus, ray_address, "auto"):
             limit = max(1, int(n_workers or ray.available_resources().get("CPU", 1)))
             task = ray.remote(num_cpus=1, max_retries=1)(_shard_task)
             cfg_json = cfg.model_dump_json()
@@ -411,9 +410,6 @@ def _generate_locked(cfg: PairConfig, out: Path, prev: dict[str, Any] | None, *,
                     log(f"shard {i}: {side['rows_kept']} windows from {side['cells_kept']}/"
                         f"{side['n_cells']} cells ({side['wall_s']:.1f} s)")
                 manifest("running")
-        finally:
-            if started:
-                ray.shutdown()
     return manifest("complete")
 
 # ---- reading ------------------------------------------------------------------------------------

@@ -114,12 +114,6 @@ CSV_TIME_COLUMNS = trace_csv.TIME_COLUMNS
 CSV_COMMAND_COLUMNS = trace_csv.COMMAND_COLUMNS
 CSV_CURRENT_COLUMNS = trace_csv.CURRENT_COLUMNS
 
-# The ABF adapter's source, opener and sweep reader under their former names here (used by
-# cardiotwin.reconstruct.infer).
-_Source = _abf.AbfSource
-_open_abf = _abf.open_abf
-_sweep_y = _abf.sweep_y
-
 
 # ----------------------------------------------------------------------------- ABF
 
