@@ -54,7 +54,7 @@ def assert_same_rows(a, b):
 
 
 RAY_FIXTURES = frozenset({"ray_session"})
-TRAINING_FIXTURES = frozenset({"r20_model", "tiny_model", "noisy_model"})
+TRAINING_FIXTURES = frozenset({"r20_model", "tiny_model", "noisy_model", "flow_model"})
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -110,6 +110,21 @@ def generate_r20(out, **kw):
 @pytest.fixture(scope="session")
 def r20_store(ray_session, tmp_path_factory):
     return generate_r20(tmp_path_factory.mktemp("pop") / "r20")
+
+
+@pytest.fixture(scope="session")
+def flow_model(r20_store, tmp_path_factory):
+    """(config, artifact dir, metadata) of the small posterior flow trained on the store to
+    read recordings with 0.5 pA/pF noise (as the example recording's)."""
+    from cardiotwin.learn import preset
+    from cardiotwin.learn.train import train_model
+    from cardiotwin.protocols import builtin_protocol
+
+    cfg = preset("small_flow", statuses=R20_STATUSES, input_noise_pA_per_pF=0.5)
+    out = tmp_path_factory.mktemp("models") / "small_flow"
+    meta = train_model(r20_store.path, out, cfg, protocol=builtin_protocol("protocol_a"),
+                       log=lambda s: None)
+    return cfg, out, meta
 
 
 @pytest.fixture(scope="session")

@@ -106,17 +106,22 @@ class ParameterEstimator:
         (``at="stored"``). ``protocol_hash``: the traces' protocol; another protocol than the
         model's is refused (ProtocolMismatchError). Outputs are clipped to the training
         range (the sampling range of the store): the network does not extrapolate."""
+        xin = self.network_input(i_total, protocol_hash, at=at)
+        return self._scaling.from_unit(np.clip(self.predict_unit(xin), 0.0, 1.0))
+
+    def network_input(self, i_total: np.ndarray, protocol_hash: str, *,
+                      at: str = "protocol") -> np.ndarray:
+        """The normalized network input (n, n_inputs) of I_total traces (see :meth:`predict`),
+        after the protocol and finiteness checks."""
         check_protocol_hash(protocol_hash, self.protocol_hash, "trace")
         x = np.atleast_2d(np.asarray(i_total, np.float32))
         if not np.all(np.isfinite(x)):
             raise ValueError("I_total contains NaN or inf values")
         if at == "protocol":
-            xin = self._transform.from_protocol_rate(x)
-        elif at == "stored":
-            xin = self._transform.from_stored(x)
-        else:
-            raise ValueError(f"at must be 'protocol' or 'stored', found {at!r}")
-        return self._scaling.from_unit(np.clip(self.predict_unit(xin), 0.0, 1.0))
+            return self._transform.from_protocol_rate(x)
+        if at == "stored":
+            return self._transform.from_stored(x)
+        raise ValueError(f"at must be 'protocol' or 'stored', found {at!r}")
 
 
 def save_artifact(out_dir: str | Path, model, metadata: dict[str, Any],
@@ -170,5 +175,9 @@ def load_estimator(path: str | Path) -> ParameterEstimator:
     mp = Path(path) / MODEL_FILE
     if not mp.is_file():
         raise ValueError(f"{path}: model artifact without {MODEL_FILE}")
+    if meta.get("config", {}).get("architecture") == "flow":
+        from .posterior import PosteriorEstimator, load_flow_model
+
+        return PosteriorEstimator(load_flow_model(mp), meta, Path(path))
     model = keras.saving.load_model(mp, compile=False)
     return ParameterEstimator(model, meta, Path(path))

@@ -20,6 +20,7 @@ from ..storage.identity import identity_hash
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 _SALT = np.uint64(0x9E3779B97F4A7C15)
+MAX_READ_VALUES = 1 << 23  # stored I_total values read per batch (32 MiB of float32)
 
 
 def split_of(cell_ids: np.ndarray) -> np.ndarray:
@@ -38,9 +39,21 @@ def pool(x: np.ndarray, k: int) -> np.ndarray:
     return decimate(np.asarray(x, dtype=np.float32), int(k), "mean")
 
 
+def reduce_trace(x: np.ndarray, pool_k: int = 1, edges: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """Stored traces (n, n_stored) -> the network's time bins: the multi-rate bins ``edges``
+    (:mod:`cardiotwin.learn.multirate`) when given, else block means of ``pool_k``."""
+    if edges is not None:
+        from .multirate import bin_means
+
+        return bin_means(x, edges)
+    return pool(x, pool_k)
+
+
 @dataclass(frozen=True)
 class InputTransform:
-    """Stored I_total (pA/pF) -> network input: block means of ``pool`` samples, then
+    """Stored I_total (pA/pF) -> network input: block means of ``pool`` samples (or of the
+    multi-rate bins ``edges``, sample indices into the stored trace), then
     ``(x - mean) / scale`` per input. ``store_decimation`` (factor, method) maps a trace at the
     protocol's full sample rate onto the store's samples first."""
 
@@ -49,6 +62,7 @@ class InputTransform:
     scale: np.ndarray
     n_stored: int
     store_decimation: tuple[int, str | None] = (1, None)
+    edges: np.ndarray | None = None
 
     @property
     def n_inputs(self) -> int:
@@ -60,7 +74,7 @@ class InputTransform:
         if x.shape[1] != self.n_stored:
             raise ValueError(f"I_total: expected {self.n_stored} samples per trace, found "
                              f"{x.shape[1]}")
-        return self.normalize(pool(x, self.pool))
+        return self.normalize(reduce_trace(x, self.pool, self.edges))
 
     def from_protocol_rate(self, i_total: np.ndarray) -> np.ndarray:
         """Network input of traces sampled at the protocol's own interval (as recorded)."""
@@ -78,39 +92,56 @@ class InputTransform:
         return {"pool": self.pool, "n_stored": self.n_stored,
                 "store_decimation_factor": self.store_decimation[0],
                 "store_decimation": self.store_decimation[1],
-                "transform": "block mean of `pool` stored samples, then (x - mean) / scale",
+                "transform": ("mean over the stored samples edges[i]:edges[i+1]"
+                              if self.edges is not None else
+                              "block mean of `pool` stored samples") + ", then (x - mean) / scale",
+                "edges": None if self.edges is None else self.edges.tolist(),
                 "mean": self.mean.tolist(), "scale": self.scale.tolist()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> InputTransform:
+        edges = d.get("edges")
         return cls(int(d["pool"]), np.asarray(d["mean"], np.float32),
                    np.asarray(d["scale"], np.float32), int(d["n_stored"]),
-                   (int(d["store_decimation_factor"]), d["store_decimation"]))
+                   (int(d["store_decimation_factor"]), d["store_decimation"]),
+                   None if edges is None else np.asarray(edges, np.int64))
 
     def normalize(self, pooled: np.ndarray) -> np.ndarray:
-        """Network input of traces already block-averaged by ``pool``."""
+        """Network input of traces already reduced to the network's bins
+        (:func:`reduce_trace`)."""
         return ((pooled - self.mean) / self.scale).astype(np.float32)
 
     @classmethod
     def fit(cls, pooled_train: np.ndarray, pool_k: int, n_stored: int,
             store_decimation: tuple[int, str | None] = (1, None),
-            noise_sd: float = 0.0) -> InputTransform:
-        """Per-input mean and scale of the pooled training traces: scale = sqrt(SD^2 +
-        noise_sd^2) (``noise_sd``: the recording noise per input, pA/pF), at least 1e-3 of
-        the median SD. Inputs that hardly vary across cells must not turn recording noise
-        into huge normalized values."""
+            noise_pA_per_pF: float = 0.0, edges: np.ndarray | None = None) -> InputTransform:
+        """Per-input mean and scale of the reduced training traces: scale = sqrt(SD^2 +
+        noise^2) (noise: the recording noise ``noise_pA_per_pF`` per recorded sample, as it is
+        after the averaging of each input), at least 1e-3 of the median SD. Inputs that hardly
+        vary across cells must not turn recording noise into huge normalized values."""
         x = np.asarray(pooled_train, np.float64)
         mean, sd = x.mean(axis=0), x.std(axis=0)
-        scale = np.sqrt(sd ** 2 + noise_sd ** 2)
+        unit = cls(int(pool_k), mean, np.ones_like(mean), int(n_stored), store_decimation,
+                   edges)
+        scale = np.sqrt(sd ** 2 + unit.noise_per_input(noise_pA_per_pF) ** 2)
         floor = max(1e-3 * float(np.median(sd)), 1e-6)
         return cls(int(pool_k), mean.astype(np.float32),
-                   np.maximum(scale, floor).astype(np.float32), int(n_stored), store_decimation)
+                   np.maximum(scale, floor).astype(np.float32), int(n_stored), store_decimation,
+                   edges)
+
+    def samples_per_input(self) -> np.ndarray:
+        """Recorded samples averaged into each network input (store decimation x bin)."""
+        per_bin = (np.diff(self.edges) if self.edges is not None
+                   else np.full(self.n_inputs, self.pool))
+        if self.edges is None and self.n_stored % self.pool:   # the last block is shorter
+            per_bin[-1] = self.n_stored % self.pool
+        return per_bin * self.store_decimation[0]
 
     def noise_per_input(self, noise_pA_per_pF: float) -> np.ndarray:
         """Normalized SD per input of white noise of ``noise_pA_per_pF`` per recorded sample,
-        after the block means of the store decimation and the pooling."""
-        n_avg = self.pool * self.store_decimation[0]
-        return (noise_pA_per_pF / np.sqrt(n_avg) / self.scale).astype(np.float32)
+        after the block means of the store decimation and the network's bins."""
+        return (noise_pA_per_pF / np.sqrt(self.samples_per_input()) / self.scale
+                ).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -179,10 +210,15 @@ def _check_compatible(stores: list) -> None:
 
 
 def load_dataset(stores, pool_k: int = 1, statuses=("ok",), protocol_hash: str | None = None,
-                 max_cells: int | None = None, batch_size: int = 4096) -> Dataset:
+                 max_cells: int | None = None, batch_size: int = 4096,
+                 multirate: dict[str, float] | None = None) -> Dataset:
     """Read the cells of ``statuses`` from population stores (paths or opened stores) into
-    split arrays, streaming shard by shard and block-averaging each trace by ``pool_k``
-    stored samples as it is read. ``protocol_hash``: refuse stores made with
+    split arrays, streaming shard by shard and reducing each trace as it is read (block means
+    of ``pool_k`` stored samples, or the multi-rate bins of the store's protocol when
+    ``multirate`` gives their widths, see :func:`~cardiotwin.learn.multirate.multirate_edges`),
+    so memory grows with the reduced input, whatever the store's resolution. Traces are read
+    ``batch_size`` cells at a time (fewer on long traces: at most :data:`MAX_READ_VALUES`
+    stored samples per batch). ``protocol_hash``: refuse stores made with
     another protocol. ``max_cells``: only cells with cell_id < max_cells (the first cells of a
     seed; the split of each cell does not change)."""
     import pyarrow.dataset as pads
@@ -203,17 +239,26 @@ def load_dataset(stores, pool_k: int = 1, statuses=("ok",), protocol_hash: str |
     if stores[0].parameter_names != list(INFERRED_NAMES):
         raise ValueError(f"{stores[0].path}: parameter_names differ from this registry's 52 "
                          "inferred parameters (another registry version)")
+    meta = stores[0].meta
+    n_stored = meta.i_total.n_samples
+    edges = None
+    if multirate is not None:
+        from .multirate import protocol_edges
+
+        edges = protocol_edges(meta.protocol, meta.i_total.decimation_factor, n_stored,
+                               **multirate)
+    n_inputs = len(edges) - 1 if edges is not None else -(-n_stored // pool_k)
+    rows = max(1, min(int(batch_size), MAX_READ_VALUES // max(n_stored, 1)))
     expr = pads.field("status").isin(list(statuses))
     if max_cells is not None:
         expr = expr & (pads.field("cell_id") < int(max_cells))
     parts: dict[str, list] = {k: [] for k in ("cell_id", "multipliers", "I_total")}
     for st in stores:
-        for b in st.iter_batches(["cell_id", "multipliers", "I_total"], batch_size, expr):
+        for b in st.iter_batches(["cell_id", "multipliers", "I_total"], rows, expr):
             parts["cell_id"].append(b.column("cell_id").to_numpy())
             parts["multipliers"].append(list_to_numpy(b.column("multipliers")))
-            parts["I_total"].append(pool(list_to_numpy(b.column("I_total")), pool_k))
-    meta = stores[0].meta
-    n_stored = meta.i_total.n_samples
+            parts["I_total"].append(reduce_trace(list_to_numpy(b.column("I_total")), pool_k,
+                                                 edges))
     ids = np.concatenate(parts["cell_id"]) if parts["cell_id"] else np.zeros(0, np.int64)
     if len(np.unique(ids)) != len(ids):
         raise ValueError("the stores share cell_ids (same seed twice?): a cell would be "
@@ -221,7 +266,7 @@ def load_dataset(stores, pool_k: int = 1, statuses=("ok",), protocol_hash: str |
     m = (np.concatenate(parts["multipliers"]) if parts["multipliers"]
          else np.zeros((0, len(INFERRED_NAMES)), np.float32))
     x = (np.concatenate(parts["I_total"]) if parts["I_total"]
-         else np.zeros((0, -(-n_stored // pool_k)), np.float32))
+         else np.zeros((0, n_inputs), np.float32))
     if not np.all(np.isfinite(x)):
         raise ValueError("I_total contains NaN or inf values in the stores")
     order = np.argsort(ids, kind="stable")
@@ -239,7 +284,7 @@ def load_dataset(stores, pool_k: int = 1, statuses=("ok",), protocol_hash: str |
             "registry_version": meta.registry_version,
             "sampling_range": list(meta.sampling.range),
             "statuses": list(statuses), "max_cells": max_cells, "split_sizes": sizes,
-            "pool": int(pool_k), "n_stored": int(n_stored),
+            "pool": int(pool_k), "n_stored": int(n_stored), "edges": edges,
             "store_decimation": (int(it.decimation_factor), it.decimation),
             "i_total": {k: getattr(it, k) for k in ("n_samples", "sample_interval_ms",
                                                     "source_n_samples", "decimation_factor",

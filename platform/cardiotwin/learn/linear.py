@@ -61,10 +61,28 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
     return best[1], best[2], best[3]
 
 
-def whitening(cov: Covariance, k: int) -> tuple[np.ndarray, np.ndarray]:
+def whitening(cov: Covariance, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PCA whitening to the top ``k`` components: z = x @ W + b has unit variance per
-    component on the training data. Returns (W (d, k), b (k,))."""
+    component on the training data. Returns (W (d, k), b (k,), the components' SDs (k,))."""
     k = int(min(k, len(cov.evals)))
     sd = np.sqrt(np.maximum(cov.evals[:k], 1e-12 * max(cov.evals[0], 1e-30)))
     w = cov.evecs[:, :k] / sd
-    return w, -cov.mean @ w
+    return w, -cov.mean @ w, sd
+
+
+def out_of_fold_ridge(x: np.ndarray, y: np.ndarray, lam: float,
+                      noise_sd: np.ndarray | None = None, folds: int = 5,
+                      seed: int = 0) -> np.ndarray:
+    """Ridge predictions (n, p) of each training row from a ridge fitted (penalty ``lam``)
+    on the other folds: estimates whose errors look like those on unseen cells. A model fed
+    in-sample ridge estimates learns to trust them more than it should (stacking)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    fold = np.random.default_rng(seed).permutation(len(x)) % max(2, int(folds))
+    out = np.empty((len(x), y.shape[1]), np.float64)
+    for k in np.unique(fold):
+        fit, held = fold != k, fold == k
+        cov = Covariance.fit(x[fit], noise_sd)
+        _, w, b = next(_ridge_path(cov, x[fit], y[fit], [lam]))
+        out[held] = x[held] @ w + b
+    return out.astype(np.float32)

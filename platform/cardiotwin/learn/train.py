@@ -33,10 +33,9 @@ def prepare(data: Dataset, noise_pA_per_pF: float = 0.0) -> Prepared:
     """Fit the input transform on the training split and scale the outputs.
     ``noise_pA_per_pF``: recording noise SD per 0.1 ms sample (see TrainConfig)."""
     info = data.info
-    n_avg = info["pool"] * info["store_decimation"][0]
     transform = InputTransform.fit(data.i_total["train"], info["pool"], info["n_stored"],
                                    tuple(info["store_decimation"]),
-                                   noise_sd=noise_pA_per_pF / np.sqrt(n_avg))
+                                   noise_pA_per_pF=noise_pA_per_pF, edges=info.get("edges"))
     lo, hi = info["sampling_range"]
     p = data.multipliers["train"].shape[1]
     scaling = OutputScaling(np.full(p, lo, np.float64), np.full(p, hi, np.float64))
@@ -70,10 +69,9 @@ def epoch_logger(n_train: int, log: Callable[[str], None]):
         def on_epoch_end(self, epoch, logs=None):
             dt = time.perf_counter() - self.t0
             self.train_s += dt
-            logs = logs or {}
-            log(f"epoch {epoch + 1:4d}  loss {logs.get('loss', np.nan):.5f}  val_loss "
-                f"{logs.get('val_loss', np.nan):.5f}  val_mae {logs.get('val_mae', np.nan):.4f}"
-                f"  {dt:.1f} s  {n_train / dt:.0f} samples/s")
+            shown = "  ".join(f"{k} {float(v):.5f}" for k, v in (logs or {}).items()
+                              if k in ("loss", "val_loss", "val_mae"))
+            log(f"epoch {epoch + 1:4d}  {shown}  {dt:.1f} s  {n_train / dt:.0f} samples/s")
 
     return EpochLog()
 
@@ -86,6 +84,8 @@ def fit_network(cfg: TrainConfig, prep: Prepared, log: Callable[[str], None] = p
 
     from .networks import build_network, ridge_mlp_init
 
+    if cfg.architecture == "flow":
+        return fit_flow(cfg, prep, log, extra_callbacks, verbose)
     n_train = len(prep.x["train"])
     init = None
     if cfg.architecture == "ridge_mlp":
@@ -112,15 +112,66 @@ def fit_network(cfg: TrainConfig, prep: Prepared, log: Callable[[str], None] = p
     return model, history, wall
 
 
+def fit_flow(cfg: TrainConfig, prep: Prepared, log: Callable[[str], None] = print,
+             extra_callbacks: list | None = None, verbose: bool = True):
+    """Fit the posterior flow by maximum likelihood (fresh recording noise in every batch, a
+    fixed noisy copy of the validation split), early stopping on the validation loss (best
+    weights restored). Returns (the full model, history dict, seconds training)."""
+    import keras
+
+    from .batches import NoisyBatches, add_noise, projected_noise_factor
+    from .flow import to_logit
+    from .linear import out_of_fold_ridge
+    from .networks import build_flow_network, flow_projection, ridge_mlp_init
+
+    t0 = time.perf_counter()
+    init = ridge_mlp_init(cfg, prep.x["train"], prep.y["train"], prep.x["val"], prep.y["val"],
+                          prep.noise_sd)
+    if verbose:
+        log(f"ridge and whitening fitted in {time.perf_counter() - t0:.1f} s (penalty "
+            f"{init['ridge_lambda']:.3g})")
+    trainer, full = build_flow_network(cfg, prep.x["train"].shape[1], prep.y["train"].shape[1],
+                                       init)
+    w, b = flow_projection(init)
+    factor = projected_noise_factor(w, prep.noise_sd)
+    feats = {s: prep.x[s] @ w + b for s in ("train", "val")}
+    # the flow learns how far to trust the ridge estimate from out-of-fold estimates
+    feats["train"][:, :prep.y["train"].shape[1]] = out_of_fold_ridge(
+        prep.x["train"], prep.y["train"], init["ridge_lambda"], prep.noise_sd, seed=cfg.seed)
+    theta = {s: to_logit(prep.y[s]) for s in ("train", "val")}
+    n_train = len(feats["train"])
+    batches = NoisyBatches(feats["train"], theta["train"], cfg.batch_size_for(n_train), factor,
+                           cfg.seed)
+    f_val = add_noise(feats["val"], factor, np.random.default_rng(cfg.seed + 1))
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                         restore_best_weights=True)
+    cbs = [stop] + ([epoch_logger(n_train, log)] if verbose else []) + (extra_callbacks or [])
+    t0 = time.perf_counter()
+    hist = trainer.fit(batches, epochs=cfg.epochs, callbacks=cbs, verbose=0,
+                       validation_data=((f_val, theta["val"]),
+                                        np.zeros(len(f_val), np.float32)))
+    wall = time.perf_counter() - t0
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    return full, history, wall
+
+
 def predict_unit(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float64)
 
 
-def evaluate_split(model, prep: Prepared, split: str = "test") -> dict[str, Any]:
-    """Metrics of ``model`` on a split (see :func:`evaluate_predictions`)."""
+def evaluate_split(model, prep: Prepared, split: str = "test",
+                   config: TrainConfig | None = None) -> dict[str, Any]:
+    """Metrics of ``model`` on a split (see :func:`evaluate_predictions`); a flow (``config``
+    of architecture flow) is scored by its posterior mean."""
     from ..model.parameters import INFERRED_NAMES
 
-    y_pred = predict_unit(model, prep.x[split])
+    if config is not None and config.architecture == "flow":
+        from .posterior import POINT_SAMPLES, FlowPosterior
+
+        y_pred = FlowPosterior(model, config.flow_layers).sample_unit_chunked(
+            prep.x[split], POINT_SAMPLES, config.seed).mean(axis=1)
+    else:
+        y_pred = predict_unit(model, prep.x[split])
     return evaluate_predictions(list(INFERRED_NAMES), prep.y[split], y_pred,
                                 prep.data.multipliers[split].astype(np.float64),
                                 prep.scaling.from_unit(y_pred),
@@ -155,7 +206,7 @@ def load_prepared(stores, config: TrainConfig, *, protocol=None,
     """Read the stores for ``config`` (pooling, statuses) and prepare the splits; stores of
     another protocol than ``protocol`` (a Protocol or its hash) are refused."""
     data = load_dataset(stores, pool_k=config.input_pool, statuses=config.statuses,
-                        max_cells=max_cells)
+                        max_cells=max_cells, multirate=config.multirate_widths())
     want = getattr(protocol, "protocol_hash", protocol)
     if want is not None:
         check_protocol_hash(data.info["protocol_hash"], want, f"store {data.info['stores'][0]}")
@@ -173,7 +224,32 @@ def write_model_artifact(out_dir: str | Path, model, prep: Prepared, config: Tra
     from ..model.parameters import INFERRED_NAMES, REGISTRY_VERSION
 
     data = prep.data
-    metrics = evaluate_split(model, prep, "test")
+    files: dict[str, Callable[[Path], Any]] = {}
+    posterior_block = None
+    if config.architecture == "flow":
+        from .calibration import plot_calibration, write_identifiability_table
+        from .posterior import evaluate_posterior
+
+        idx, y_pred, posterior_block, report = evaluate_posterior(model, prep, config)
+        cal = posterior_block["calibration"]
+        raw = posterior_block["uncalibrated"]["coverage"]
+        log(f"posterior: test coverage 50% {cal['coverage']['0.5']:.3f}, 90% "
+            f"{cal['coverage']['0.9']:.3f} (before recalibration {raw['0.5']:.3f}, "
+            f"{raw['0.9']:.3f}); SBC chi2 "
+            f"{cal['sbc']['chi2']:.1f} ({cal['sbc']['dof']} dof); {cal['n_identifiable']}/52 "
+            f"with contraction >= {cal['identifiable_contraction']}; OOD flag rate on test "
+            f"{posterior_block['ood']['test_flag_rate']:.3f}")
+        files.update({
+            "evaluation/calibration.json": lambda p: write_json_atomic(p, jsonable(report)),
+            "evaluation/identifiability.csv": lambda p: write_identifiability_table(report, p),
+            "evaluation/calibration.png": lambda p: plot_calibration(report, p)})
+    else:
+        idx = np.arange(len(prep.x["test"]))
+        y_pred = predict_unit(model, prep.x["test"])
+    m_pred = prep.scaling.from_unit(y_pred)
+    m_true = data.multipliers["test"][idx].astype(np.float64)
+    metrics = evaluate_predictions(list(INFERRED_NAMES), prep.y["test"][idx], y_pred, m_true,
+                                   m_pred, prep.y["train"].mean(axis=0))
     log(f"test: median MAE {metrics['median_mae_unit']:.4f} (unit scale; trivial "
         f"{metrics['trivial']['median_mae_unit']:.4f}), {metrics['median_mae_pct_baseline']:.2f}"
         f"% of baseline; {metrics['n_identifiable']}/52 parameters with R² ≥ 0.5")
@@ -196,16 +272,14 @@ def write_model_artifact(out_dir: str | Path, model, prep: Prepared, config: Tra
         "uncertainty": {"what": "per-parameter RMSE on the test split, as a multiplier",
                         "rmse_multiplier": [r["rmse_multiplier"]
                                             for r in metrics["per_parameter"]]},
+        **({"posterior": posterior_block} if posterior_block is not None else {}),
     })
-    y_pred = predict_unit(model, prep.x["test"])
-    m_pred = prep.scaling.from_unit(y_pred)
-    m_true = data.multipliers["test"].astype(np.float64)
-    files = {
+    files.update({
         "evaluation/metrics.json": lambda p: write_json_atomic(p, jsonable(metrics)),
         "evaluation/parameter_errors.csv": lambda p: write_error_table(metrics, p),
         "evaluation/parameter_recovery.png": lambda p: plot_recovery(
             list(INFERRED_NAMES), m_true, m_pred, metrics, p),
-    }
+    })
     out = save_artifact(out_dir, model, meta, files, overwrite=overwrite)
     log(f"model artifact: {out}")
     return meta
