@@ -96,20 +96,26 @@ def calibration_report(samples: np.ndarray, truth: np.ndarray, names: list[str],
             "per_parameter": per}
 
 
+TAIL_SD = 3.0  # the marginal's tails reach this many posterior SDs beyond the extreme samples
+
+
 def _extended(samples: np.ndarray) -> np.ndarray:
-    """Sorted samples (n, S, p) framed by the prior's bounds 0 and 1: (n, S + 2, p)."""
+    """Sorted samples (n, S, p) framed by tail ends TAIL_SD posterior SDs beyond the smallest
+    and largest sample (within the prior's support [0, 1]): (n, S + 2, p)."""
     s = np.sort(np.clip(samples, 0.0, 1.0), axis=1)
-    n, _, p = s.shape
-    return np.concatenate([np.zeros((n, 1, p)), s, np.ones((n, 1, p))], axis=1)
+    sd = s.std(axis=1, keepdims=True)
+    low = np.maximum(s[:, :1] - TAIL_SD * sd, 0.0)
+    high = np.minimum(s[:, -1:] + TAIL_SD * sd, 1.0)
+    return np.concatenate([low, s, high], axis=1)
 
 
 def marginal_cdf(samples: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The posterior CDF of each parameter at ``values`` (n, p): piecewise linear through the
-    sorted samples at levels 1/(S+1) ... S/(S+1), with tails to the prior's bounds 0 and 1
-    (unit scale), so a value outside every sample still gets a level in (0, 1)."""
+    sorted samples at levels 1/(S+1) ... S/(S+1), with linear tails to TAIL_SD SDs beyond the
+    extreme samples (unit scale), so a value outside every sample still gets a level."""
     knots = _extended(samples)
     s = samples.shape[1]
-    v = np.clip(values, 0.0, 1.0)[:, None, :]
+    v = np.clip(values, knots[:, 0], knots[:, -1])[:, None, :]
     k = np.clip(np.sum(knots[:, 1:-1] < v, axis=1), 0, s)          # (n, p) in 0 .. S
     lo = np.take_along_axis(knots, k[:, None, :], axis=1)[:, 0]
     hi = np.take_along_axis(knots, k[:, None, :] + 1, axis=1)[:, 0]
@@ -141,10 +147,11 @@ class MarginalRecalibration:
     inverse: np.ndarray
 
     @classmethod
-    def fit(cls, samples: np.ndarray, truth: np.ndarray, n_levels: int = 21,
+    def fit(cls, samples: np.ndarray, truth: np.ndarray, n_levels: int = 41,
             prior_cells: float = 10.0) -> MarginalRecalibration:
         pit = marginal_cdf(samples, truth)                          # (n, p)
-        levels = np.linspace(0.0, 1.0, int(n_levels))
+        tails = [0.005, 0.01, 0.015, 0.985, 0.99, 0.995]            # finer where PITs pile up
+        levels = np.union1d(np.linspace(0.0, 1.0, int(n_levels)), tails)
         emp = np.quantile(pit, levels, axis=0).T                    # (p, K)
         n = len(truth)
         inv = (n * emp + prior_cells * levels) / (n + prior_cells)
