@@ -1,7 +1,10 @@
 #!/usr/bin/env python
-"""Ray Tune search over the network's hyperparameters (architecture, width, depth, learning
-rate, batch size) with ASHA early stopping; writes best_config.json, trials.csv and the best
-model artifact under --out.
+"""Ray Tune search over the network's hyperparameters with ASHA early stopping: for the
+posterior flow (--base posterior_flow, the default, or small_flow) coupling layers and width,
+context size, embedding width and depth, learning rate, batch size, dropout, feature noise and
+PCA components; for --base ridge_mlp / small_fc / study_fc the architecture, width, depth,
+learning rate and batch size. Writes best_config.json, trials.csv and the best model artifact
+under --out.
 
     ray job submit --working-dir . -- python tune/hyperparameters.py \\
         /shared/populations/r40-100k --out /shared/tune/hp --num-samples 32

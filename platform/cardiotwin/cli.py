@@ -78,7 +78,7 @@ def _search_options(p: argparse.ArgumentParser, *, epochs: int, grace: int) -> N
 
 
 def _register_extra(sub: Any) -> None:
-    from .learn.config import PRESETS
+    from .learn.config import DEFAULT_PRESET, PRESETS
     from .reconstruct.cli_args import add_pairs_arguments
 
     pr = sub.add_parser("reconstruct-pairs", help="paired (eAP, iAP) beat windows of simulated "
@@ -90,13 +90,16 @@ def _register_extra(sub: Any) -> None:
     tune = sub.add_parser("tune", help="Ray Tune searches with ASHA early stopping")
     tsub = tune.add_subparsers(dest="tune_command", required=True)
     hp = tsub.add_parser("hyperparameters",
-                         help="the parameter network's architecture, width, depth, learning "
-                              "rate and batch size; writes best_config.json, trials.csv and "
-                              "the best model artifact (same options as "
-                              "tune/hyperparameters.py)")
+                         help="the parameter network: for the posterior flow its coupling "
+                              "layers, context, embedding, learning rate, batch size, dropout, "
+                              "feature noise and PCA components, for fc/ridge_mlp the "
+                              "architecture, width, depth, learning rate and batch size; "
+                              "writes best_config.json, trials.csv and the best model "
+                              "artifact (same options as tune/hyperparameters.py)")
     hp.add_argument("stores", nargs="+", metavar="STORE", help="population store directories")
-    hp.add_argument("--base", default="ridge_mlp", choices=sorted(PRESETS),
-                    help="preset whose values the search overrides (default ridge_mlp)")
+    hp.add_argument("--base", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                    help="preset whose values the search overrides; its family (flow or "
+                         f"fc/ridge_mlp) sets the search space (default {DEFAULT_PRESET})")
     hp.add_argument("--max-cells", type=int, default=None, help="use cells with cell_id < N")
     _search_options(hp, epochs=50, grace=5)
     hp.set_defaults(func=_tune_hyperparameters)
