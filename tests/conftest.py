@@ -54,7 +54,8 @@ def assert_same_rows(a, b):
 
 
 RAY_FIXTURES = frozenset({"ray_session"})
-TRAINING_FIXTURES = frozenset({"r20_model", "tiny_model", "noisy_model", "flow_model"})
+TRAINING_FIXTURES = frozenset({"r20_model", "tiny_model", "noisy_model", "flow_model",
+                               "clean_flow_model"})
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -124,6 +125,18 @@ def flow_model(r20_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "small_flow"
     meta = train_model(r20_store.path, out, cfg, protocol=builtin_protocol("protocol_a"),
                        log=lambda s: None)
+    return cfg, out, meta
+
+
+@pytest.fixture(scope="session")
+def clean_flow_model(r20_store, tmp_path_factory):
+    """(config, artifact dir, metadata) of the small posterior flow for noise-free traces."""
+    from cardiotwin.learn import preset
+    from cardiotwin.learn.train import train_model
+
+    cfg = preset("small_flow", statuses=R20_STATUSES, input_noise_pA_per_pF=0.0)
+    out = tmp_path_factory.mktemp("models") / "small_flow_clean"
+    meta = train_model(r20_store.path, out, cfg, log=lambda s: None)
     return cfg, out, meta
 
 

@@ -33,8 +33,8 @@ class DemoConfig(Settings):
     n_cells: PositiveInt = Field(4000, description="cells of the training population")
     ap_duration_ms: PositiveMs = Field(4000.0, description="classification AP run per cell (ms)")
     decimate_to_hz: PositiveHz = Field(1000.0, description="I_total stored at this rate (Hz)")
-    preset: NonEmptyStr = Field("ridge_mlp", description="network preset "
-                                                         "(cardiotwin.learn.PRESETS)")
+    preset: NonEmptyStr = Field("posterior_flow", description="network preset "
+                                                              "(cardiotwin.learn.PRESETS)")
     epochs: PositiveInt = Field(60, description="training epochs at most")
     input_pool: PositiveInt = Field(4, description="stored I_total samples averaged per network "
                                                  "input (4 at 1 kHz: 4 ms)")

@@ -96,6 +96,18 @@ def training_stage(cfg: DemoConfig, out: Path, store_dir: str,
                f"{m['trivial']['median_mae_unit']:.4f}"],
               ["median MAE (% of baseline)", f"{m['median_mae_pct_baseline']:.2f}", ""],
               ["parameters with R² >= 0.5", f"{m['n_identifiable']} / 52", ""]]
+    post = meta.get("posterior")
+    if post is not None:
+        cal = post["calibration"]
+        s.rows += [["90% / 50% interval coverage (calibrated: 0.90 / 0.50)",
+                    f"{cal['coverage']['0.9']:.3f} / {cal['coverage']['0.5']:.3f}", ""],
+                   ["parameters with posterior contraction >= 0.5",
+                    f"{cal['n_identifiable']} / 52", ""],
+                   ["held-out recordings flagged out of distribution",
+                    f"{post['ood']['test_flag_rate']:.3f}", ""]]
+        s.figures.append(("Calibration on the test cells: interval coverage per parameter, "
+                          "the SBC rank histogram and the posterior contraction",
+                          model_dir / "evaluation" / "calibration.png"))
     s.figures.append(("Recovered vs true multiplier on the test cells, one panel per parameter",
                       model_dir / "evaluation" / "parameter_recovery.png"))
     s.wall_s = time.perf_counter() - t0
@@ -135,6 +147,11 @@ def twin_stage(cfg: DemoConfig, out: Path, echo: Callable[[str], Any]) -> Sectio
                 f"Mean absolute error of the 52 multipliers against the cell's truth: {mae:.4f} "
                 f"(the baseline guess: {trivial:.4f}); voltage-clamp fit relative RMS "
                 f"{tw.fit['relative_rms']:.3f}; twin AP: {tw.status}."]
+    if tw.ap_prediction is not None:
+        ap = tw.ap_prediction
+        s.lines.append(f"Posterior predictive AP over {ap['n_samples']} posterior samples: "
+                       f"P(beating) {ap['p_beating']:.2f}; out of distribution: "
+                       f"{(tw.out_of_distribution or {}).get('flag')}.")
     s.header = ["biomarker", "twin", "recorded"]
     s.rows = [[k, _fmt(v["twin"]), _fmt(v["recorded"])]
               for k, v in (tw.comparison or {}).items()]

@@ -8,7 +8,7 @@ import argparse
 import types
 import typing
 
-from .config import PRESETS, TrainConfig, preset
+from .config import DEFAULT_PRESET, PRESETS, TrainConfig, preset
 
 
 def _option_type(annotation) -> type:
@@ -26,8 +26,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("stores", nargs="+", metavar="STORE",
                    help="population store directories (same protocol and sampling)")
     p.add_argument("--out", required=True, metavar="DIR", help="model artifact directory")
-    p.add_argument("--preset", default="ridge_mlp", choices=sorted(PRESETS),
-                   help="network preset (default ridge_mlp; study_fc: the source study's "
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                   help=f"network preset (default {DEFAULT_PRESET}: the amortized posterior; "
+                        "ridge_mlp: ridge + MLP point estimate; study_fc: the source study's "
                         "26 x 1024 tanh network)")
     p.add_argument("--protocol", default=None, metavar="P",
                    help="refuse stores not simulated with this protocol (file or built-in "
