@@ -1,5 +1,7 @@
-"""The live twin service over real HTTP: a Ray Serve app on 127.0.0.1, the example ABF in,
-the twin out; malformed inputs get 4xx and the service keeps serving; a background screen."""
+"""The live twin service over real HTTP: a Ray Serve app on 127.0.0.1 serving the posterior
+flow, the example ABF in, the twin (with its posterior, AP prediction and OOD check) out;
+malformed inputs get 4xx and the service keeps serving; a background screen. The offline CLI on
+a point model (ridge)."""
 
 import json
 import socket
@@ -17,9 +19,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+AP_SAMPLES = 8  # posterior samples per served twin's AP prediction
+
+
 @pytest.fixture(scope="module")
 def noisy_model(r20_store, tmp_path_factory):
-    """A network trained to read recordings with 0.5 pA/pF noise (as the example's)."""
+    """A point network (ridge) trained to read recordings with 0.5 pA/pF noise (as the
+    example's)."""
     from cardiotwin.learn import preset
     from cardiotwin.learn.train import train_model
 
@@ -39,7 +45,7 @@ def example(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def service(ray_session, noisy_model, tmp_path_factory):
+def service(ray_session, flow_model, tmp_path_factory):
     from ray import serve
 
     from cardiotwin.serving import TwinDeployment
@@ -47,8 +53,8 @@ def service(ray_session, noisy_model, tmp_path_factory):
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app = TwinDeployment.options(ray_actor_options={"num_cpus": 0.5}).bind(
-        model_dir=str(noisy_model), max_upload_mb=2.0, ap_duration_ms=3000.0,
-        screen_dir=str(tmp_path_factory.mktemp("screens")))
+        model_dir=str(flow_model[1]), max_upload_mb=2.0, ap_duration_ms=3000.0,
+        ap_samples=AP_SAMPLES, screen_dir=str(tmp_path_factory.mktemp("screens")))
     serve.run(app, name="cardiotwin", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
@@ -63,7 +69,7 @@ def test_health_and_model_info(service):
     assert info["protocol_hash"] == builtin_protocol("protocol_a").protocol_hash
 
 
-def test_example_abf_round_trip_recovers_the_cell(service, example, noisy_model):
+def test_example_abf_round_trip_recovers_the_cell(service, example, flow_model):
     from cardiotwin.learn import load_estimator
     from cardiotwin.twin.example import read_example_truth
 
@@ -77,7 +83,7 @@ def test_example_abf_round_trip_recovers_the_cell(service, example, noisy_model)
     truth = read_example_truth(example.truth_json)["multipliers"]
     pred = np.array([twin["parameters"][n]["multiplier"] for n in names])
     true = np.array([truth[n] for n in names])
-    meta = load_estimator(noisy_model).metadata
+    meta = load_estimator(flow_model[1]).metadata
     # the trivial predictor: the training mean, ~1 for every multiplier
     trivial = np.abs(1.0 - true)
     assert np.median(np.abs(pred - true)) < np.median(trivial)
@@ -88,13 +94,55 @@ def test_example_abf_round_trip_recovers_the_cell(service, example, noisy_model)
     assert set(twin["timings_s"]) >= {"parsing", "inference", "ap_simulation"}
 
 
-def test_concurrent_requests_are_simulated_together(service, example, noisy_model):
+def test_twin_posterior_over_http(service, example, flow_model):
+    """The posterior twin's fields over HTTP: per-parameter posterior summaries (ordered
+    quantiles), contraction and identifiability (contraction past the threshold), the AP
+    prediction of AP_SAMPLES
+    posterior samples, the OOD check; the truth mostly inside the 90% intervals."""
+    from cardiotwin.twin.example import read_example_truth
+
+    with open(example.voltage_clamp_abf, "rb") as f:
+        r = requests.post(f"{service}/twin", files={"file": ("cell.abf", f)}, timeout=120)
+    assert r.status_code == 200, r.text
+    twin = r.json()
+    from cardiotwin.learn.calibration import IDENTIFIABLE_CONTRACTION
+
+    truth = read_example_truth(example.truth_json)["multipliers"]
+    inside = []
+    for name, p in twin["parameters"].items():
+        post = p["posterior"]
+        q = [post[k] for k in ("q05", "q25", "q50", "q75", "q95")]
+        assert all(np.isfinite([post["mean"], post["sd"], *q])), name
+        assert q == sorted(q) and post["sd"] >= 0, (name, post)
+        assert p["multiplier"] == pytest.approx(post["mean"]) and p["contraction"] <= 1
+        assert p["identifiable"] is (p["contraction"] >= IDENTIFIABLE_CONTRACTION), name
+        inside.append(q[0] <= truth[name] <= q[-1])
+    assert np.mean(inside) >= 0.6, np.mean(inside)
+    pred = twin["ap_prediction"]
+    assert pred["n_samples"] == AP_SAMPLES and 0.0 <= pred["p_beating"] <= 1.0
+    assert set(pred) >= {"n_unstable", "cycle_length_ms", "apd90_ms", "mdp_mV"}
+    ood = twin["out_of_distribution"]
+    assert set(ood) >= {"flag", "score", "threshold", "t2_ratio", "q_ratio", "reason"}
+    assert ood["flag"] is (ood["score"] > ood["threshold"]) and ood["score"] < 3, ood
+    # a trace far from the training population (the example's current x 3) is flagged
+    from cardiotwin.twin import read_abf
+
+    rec = read_abf(example.voltage_clamp_abf)
+    body = {"current": (3 * rec.current_pA_per_pF).tolist(),
+            "command_mV": rec.command_mV.tolist()}
+    r = requests.post(f"{service}/twin?simulate=false", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    far = r.json()["out_of_distribution"]
+    assert far["flag"] is True and far["score"] > 3 and far["reason"], far
+
+
+def test_concurrent_requests_are_simulated_together(service, example, flow_model):
     """Concurrent twins share one simulation batch and get the same answer as one alone."""
     import concurrent.futures as cf
 
     from cardiotwin.learn import load_estimator
     from cardiotwin.twin import read_abf
-    from cardiotwin.twin.inference import make_twin
+    from cardiotwin.twin.inference import estimate_twin, simulate_twins
 
     data = example.voltage_clamp_abf.read_bytes()
 
@@ -106,11 +154,12 @@ def test_concurrent_requests_are_simulated_together(service, example, noisy_mode
     with cf.ThreadPoolExecutor(6) as pool:
         twins = list(pool.map(post, range(6)))
     assert max(t["simulation_batch_size"] for t in twins) > 1
-    est = load_estimator(noisy_model)
-    alone = make_twin(est, read_abf(example.voltage_clamp_abf, protocol=est.protocol),
-                      ap_duration_ms=3000.0)
+    est = load_estimator(flow_model[1])
+    alone, rec = estimate_twin(est, read_abf(example.voltage_clamp_abf, protocol=est.protocol))
+    simulate_twins(est.protocol, [alone], [rec], ap_duration_ms=3000.0, ap_samples=AP_SAMPLES)
     for t in twins:
         assert t["status"] == alone.status
+        assert t["ap_prediction"]["p_beating"] == alone.ap_prediction["p_beating"]
         assert t["fit"]["relative_rms"] == pytest.approx(alone.fit["relative_rms"], rel=1e-4)
         for k in ("apd90_ms", "cycle_length_ms", "mdp_mV"):
             want = alone.biomarkers[k]
@@ -134,7 +183,10 @@ def test_json_trace_and_parameters_only(service, example):
             "command_mV": rec.command_mV.tolist()}
     r = requests.post(f"{service}/twin?simulate=false", json=body, timeout=60)
     assert r.status_code == 200, r.text
-    assert r.json()["fit"] == {} and len(r.json()["parameters"]) == 52
+    twin = r.json()
+    assert twin["fit"] == {} and len(twin["parameters"]) == 52
+    assert twin["ap_prediction"] is None and twin["out_of_distribution"] is not None
+    assert all(p["posterior"] is not None for p in twin["parameters"].values())
 
 
 @pytest.mark.parametrize("case", ["truncated", "random", "empty", "nan", "short", "oversized",
@@ -193,6 +245,7 @@ def test_background_screen(service):
 
 
 def test_cli_twin_offline(noisy_model, example, tmp_path, capsys):
+    """One recording with --out on a point model: no posterior fields (null)."""
     from cardiotwin.cli import main
 
     out = tmp_path / "twin.json"
@@ -201,7 +254,11 @@ def test_cli_twin_offline(noisy_model, example, tmp_path, capsys):
                  "--out", str(out)]) == 0
     twin = json.loads(out.read_text())
     assert len(twin["parameters"]) == 52 and twin["comparison"] is not None
+    assert twin["ap_prediction"] is None and twin["out_of_distribution"] is None
+    assert all(p["posterior"] is None and p["identifiable"] is None
+               for p in twin["parameters"].values())
     assert out.with_suffix(".png").is_file()
+    assert f"twin: {example.voltage_clamp_abf} -> {out}" in capsys.readouterr().out
     bad = tmp_path / "bad.abf"
     bad.write_bytes(b"ABF2" + b"\0" * 100)
     assert main(["twin", str(bad), "--model", str(noisy_model)]) == 2

@@ -8,7 +8,9 @@ Routes (JSON responses; errors are HTTP 4xx with ``{"error": ..., "field": ...}`
   ``{"current": [...], "current_units": "pA/pF" | "pA" | "nA", "capacitance_pF": ...,
   "command_mV": [...] (optional), "sample_interval_ms": 0.1}``; query: ``simulate`` (default
   true: the twin's voltage-clamp fit and AP), ``figure`` (base64 PNG), ``temperature_K``,
-  ``capacitance_pF``, ``sweep``. Returns the twin (see ``Twin.to_json``).
+  ``capacitance_pF``, ``sweep``. Returns the twin (see ``Twin.to_json``; a posterior model
+  adds per-parameter ``posterior`` and ``identifiable``, ``ap_prediction`` over ``ap_samples``
+  posterior samples and ``out_of_distribution``).
 - ``POST /reconstruct``: an extracellular recording (multipart ``file``, .csv or .abf) ->
   intracellular AP windows with 90% bands and APD series; query ``figure``, ``windows``,
   ``max_beats``, ``sweep``. Needs ``reconstruct_model_dir`` (404 otherwise).
@@ -36,6 +38,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from .runtime.quiet import quiet_tensorflow
+from .twin.inference import DEFAULT_AP_SAMPLES
 
 # before the model loads TensorFlow: in the process that builds the app and in every replica
 # (a replica imports this module to rebuild the deployment)
@@ -87,7 +90,10 @@ class TwinService:
 
     def __init__(self, model_dir: str, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                  ap_duration_ms: float = 10_000.0, screen_dir: str | None = None,
-                 screen_max_cells: int = 5000, reconstruct_model_dir: str | None = None):
+                 screen_max_cells: int = 5000, reconstruct_model_dir: str | None = None,
+                 ap_samples: int = DEFAULT_AP_SAMPLES):
+        """``ap_samples``: posterior samples simulated per twin for its AP prediction (0:
+        none; posterior models only)."""
         from .learn import load_estimator
 
         self.estimator = load_estimator(model_dir)
@@ -98,6 +104,7 @@ class TwinService:
             self.reconstructor = load_reconstructor(reconstruct_model_dir)
         self.max_upload = int(max_upload_mb * 1e6)
         self.ap_duration_ms = float(ap_duration_ms)
+        self.ap_samples = int(ap_samples)
         self.screen_dir = Path(screen_dir or tempfile.mkdtemp(prefix="cardiotwin-screens-"))
         self.screen_max_cells = int(screen_max_cells)
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -196,7 +203,8 @@ class TwinService:
 
         await asyncio.to_thread(simulate_twins, self.estimator.protocol,
                                 [tw for tw, _ in items], [rec for _, rec in items],
-                                ap_duration_ms=self.ap_duration_ms)
+                                ap_duration_ms=self.ap_duration_ms,
+                                ap_samples=self.ap_samples)
         return [None] * len(items)
 
     async def reconstruct(self, request: Request) -> dict[str, Any]:

@@ -1,54 +1,155 @@
 """Command line of the offline twin::
 
-  cardiotwin twin RECORDING.abf|.csv --model DIR [--ap-recording AP.abf] [--out TWIN.json]
+  cardiotwin twin RECORDING [RECORDING ...] --model DIR [--out-dir DIR | --out TWIN.json]
+                  [--ap-recording AP.abf] [--ap-samples N] [--no-simulate]
 
-With ``--out`` the twin JSON and its figure (TWIN.png beside it) are written atomically;
-without it the JSON is printed.
+Recordings are ABF (ABF1/ABF2) or CSV (.csv/.csv.gz). The model is loaded once; every
+recording is read and estimated, then all twins are simulated in one batch. With ``--out-dir``
+each recording gets ``<stem>.json`` and ``<stem>.png`` there; one recording may instead use
+``--out`` (figure beside it) or neither (the JSON printed). Files are written atomically.
+With several recordings a file that cannot be read or estimated is reported on stderr as
+``FILE: message`` and the others are still written; the exit code is then 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
+
+# what a bad recording raises (RecordingError and ProtocolMismatchError are ValueErrors)
+RECORDING_ERRORS = (ValueError, FileNotFoundError)
 
 
 def _is_csv(path: str) -> bool:
     return path.lower().endswith((".csv", ".gz"))
 
 
-def run_twin(a: argparse.Namespace) -> int:
-    """``twin``: parameters, fit and AP of a recorded cell from a model artifact."""
-    from ..learn import load_estimator
-    from ..storage.atomic import write_bytes_atomic, write_text_atomic
-    from . import read_abf, read_ap_abf, read_ap_csv, read_trace_csv
-    from .inference import make_twin, plot_twin
+def _stem(path: str) -> str:
+    """The output name of a recording: its file name without .gz and the format suffix."""
+    name = Path(path).name
+    if name.lower().endswith(".gz"):
+        name = name[:-3]
+    return Path(name).stem
 
-    est = load_estimator(a.model)
+
+def _check_args(a: argparse.Namespace) -> Path | None:
+    """Refuse inconsistent options before any work; returns the output directory (created,
+    its parent must exist) or None."""
+    recs = a.recording
+    if a.out and a.out_dir:
+        raise ValueError("twin: --out and --out-dir together; use --out for one recording, "
+                         "--out-dir for several")
+    if len(recs) > 1 and not a.out_dir:
+        raise ValueError(f"twin: {len(recs)} recordings need --out-dir DIR (one <stem>.json "
+                         "and <stem>.png each)")
+    if a.ap_recording and len(recs) > 1:
+        raise ValueError(f"twin: --ap-recording is for one recording, found {len(recs)} "
+                         "recordings")
+    if a.ap_samples < 0:
+        raise ValueError(f"twin: --ap-samples: expected 0 or more, found {a.ap_samples}")
+    seen: dict[str, str] = {}
+    for r in recs:
+        key = _stem(r).casefold()
+        if key in seen:
+            raise ValueError(f"twin: {seen[key]} and {r} have the same name {_stem(r)!r} "
+                             "(their twins would overwrite each other in --out-dir)")
+        seen[key] = r
+    if not a.out_dir:
+        return None
+    out_dir = Path(a.out_dir)
+    if not out_dir.parent.is_dir():
+        raise ValueError(f"--out-dir {a.out_dir}: parent directory does not exist: "
+                         f"{out_dir.parent}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {a.out_dir}: exists and is not a directory")
+    out_dir.mkdir(exist_ok=True)
+    return out_dir
+
+
+def _read(path: str, est, a: argparse.Namespace):
+    from . import read_abf, read_trace_csv
+
     kw: dict[str, Any] = dict(capacitance_pF=a.capacitance_pf, protocol=est.protocol)
-    if _is_csv(a.recording):
-        rec = read_trace_csv(a.recording, **kw)
-    else:
-        rec = read_abf(a.recording, sweep=a.sweep if a.sweep == "mean" else int(a.sweep), **kw)
+    if _is_csv(path):
+        return read_trace_csv(path, **kw)
+    return read_abf(path, sweep=a.sweep if a.sweep == "mean" else int(a.sweep), **kw)
+
+
+def _failure(path: str, exc: Exception) -> str:
+    from ..cli import one_line
+
+    msg = one_line(exc)
+    return msg if msg.startswith(path) else f"{path}: {msg}"
+
+
+def _summary(path: str, out: Path, tw) -> str:
+    """One line for a written twin: file, fit, AP status, P(beating), OOD flag."""
+    parts = [f"twin: {path} -> {out}"]
+    if tw.fit:
+        parts.append(f"fit relative RMS {tw.fit['relative_rms']:.3f}, AP {tw.status}")
+    pred = tw.ap_prediction
+    if pred is not None and pred.get("p_beating") is not None:
+        parts.append(f"P(beating) {pred['p_beating']:.2f} of {pred['n_samples']}")
+    if tw.out_of_distribution is not None:
+        ood = tw.out_of_distribution
+        flag = f"yes ({ood.get('reason')})" if ood.get("flag") else "no"
+        parts.append(f"out of distribution: {flag}")
+    return "; ".join(parts)
+
+
+def run_twin(a: argparse.Namespace) -> int:
+    """``twin``: parameters, fit and AP of recorded cells from a model artifact."""
+    from ..learn import load_estimator
+    from ..storage.atomic import jsonable, write_bytes_atomic, write_text_atomic
+    from . import read_ap_abf, read_ap_csv
+    from .inference import estimate_twin, plot_twin, simulate_twins
+
+    out_dir = _check_args(a)
+    single_out = Path(a.out) if a.out else None
+    if single_out is not None and not single_out.parent.is_dir():
+        raise ValueError(f"--out {a.out}: output directory does not exist: "
+                         f"{single_out.parent}")
+    many = len(a.recording) > 1
+    est = load_estimator(a.model)
     ap = None
     if a.ap_recording:
         ap = read_ap_csv(a.ap_recording) if _is_csv(a.ap_recording) \
             else read_ap_abf(a.ap_recording)
-    tw = make_twin(est, rec, temperature_K=a.temperature_k, ap_duration_ms=a.ap_duration_ms,
-                   ap_recording=ap)
-    text = json.dumps(tw.to_json(), indent=1)
-    if not a.out:
-        print(text)
-        return 0
-    out = Path(a.out)
-    if not out.parent.is_dir():
-        raise ValueError(f"--out {a.out}: output directory does not exist: {out.parent}")
-    png = out.with_suffix(".png")
-    write_text_atomic(out, text)
-    write_bytes_atomic(png, plot_twin(tw))
-    print(f"twin: {a.out}, figure: {png}; fit relative RMS "
-          f"{tw.fit['relative_rms']:.3f}, AP {tw.status}")
+    done: list[tuple[str, Any, Any]] = []   # (file, twin, checked recording)
+    failed: list[str] = []
+    for path in a.recording:
+        try:
+            tw, rec = estimate_twin(est, _read(path, est, a), temperature_K=a.temperature_k)
+        except RECORDING_ERRORS as exc:
+            if not many:
+                raise
+            failed.append(_failure(path, exc))
+            print(failed[-1], file=sys.stderr)
+            continue
+        done.append((path, tw, rec))
+    if done and a.simulate:
+        simulate_twins(est.protocol, [tw for _, tw, _ in done], [rec for _, _, rec in done],
+                       ap_duration_ms=a.ap_duration_ms, ap_recordings=[ap] * len(done),
+                       ap_samples=a.ap_samples)
+    for path, tw, _ in done:
+        text = json.dumps(jsonable(tw.to_json()), indent=1, allow_nan=False) + "\n"
+        if out_dir is not None:
+            out = out_dir / f"{_stem(path)}.json"
+        elif single_out is not None:
+            out = single_out
+        else:
+            print(text, end="")
+            continue
+        write_text_atomic(out, text)
+        if a.simulate:
+            write_bytes_atomic(out.with_suffix(".png"), plot_twin(tw))
+        print(_summary(path, out, tw))
+    if failed:
+        print(f"twin: {len(failed)} of {len(a.recording)} recordings failed", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -60,22 +161,36 @@ def _sweep(text: str) -> str:
 
 def register(subparsers: Any) -> None:
     """Add ``twin`` to the ``cardiotwin`` commands."""
-    tw = subparsers.add_parser("twin", help="the digital twin of a recorded cell: parameters, "
-                                            "fit, AP (offline; the Serve app does the same "
-                                            "live)")
-    tw.add_argument("recording", help="voltage-clamp recording of the model's protocol: ABF "
-                                      "(ABF1/ABF2) or CSV (t_ms, command_mV, i_pA_per_pF)")
+    from .inference import DEFAULT_AP_SAMPLES
+
+    tw = subparsers.add_parser("twin", help="the digital twins of recorded cells: parameters "
+                                            "(posterior for a flow model), fit, AP (offline; "
+                                            "the Serve app does the same live)")
+    tw.add_argument("recording", nargs="+",
+                    help="voltage-clamp recordings of the model's protocol: ABF (ABF1/ABF2) or "
+                         "CSV (t_ms, command_mV, i_pA_per_pF in pA/pF or i_pA in pA)")
     tw.add_argument("--model", required=True, metavar="DIR", help="model artifact directory")
     tw.add_argument("--capacitance-pf", type=float, default=None,
                     help="membrane capacitance in pF (default: from the ABF header)")
     tw.add_argument("--sweep", type=_sweep, default="0",
                     help="sweep index or 'mean' (default 0)")
     tw.add_argument("--ap-recording", default=None, metavar="FILE",
-                    help="current-clamp recording of the same cell (ABF or CSV) to compare")
+                    help="current-clamp recording of the same cell (ABF or CSV: t_ms, v_mV) to "
+                         "compare; one recording only")
     tw.add_argument("--temperature-k", type=float, default=None,
                     help="temperature of the twin's AP in K (default: the protocol's)")
     tw.add_argument("--ap-duration-ms", type=float, default=10000.0,
                     help="free-running AP duration in ms (default 10000)")
-    tw.add_argument("--out", default=None, metavar="TWIN.json",
-                    help="write the twin JSON here and the figure beside it (default: print)")
+    tw.add_argument("--ap-samples", type=int, default=DEFAULT_AP_SAMPLES, metavar="N",
+                    help="posterior samples simulated for the AP prediction (P(beating), "
+                         "cycle length, APD90 and MDP quantiles in ms/mV) and the figure's "
+                         f"bands (default {DEFAULT_AP_SAMPLES}; 0: none; posterior models only)")
+    tw.add_argument("--no-simulate", dest="simulate", action="store_false",
+                    help="parameters only: no voltage-clamp fit, AP or figure")
+    out = tw.add_argument_group("output (default with one recording: print the JSON)")
+    out.add_argument("--out", default=None, metavar="TWIN.json",
+                     help="one recording: write the twin JSON here and the figure beside it")
+    out.add_argument("--out-dir", default=None, metavar="DIR",
+                     help="write <stem>.json and <stem>.png per recording here (created; its "
+                          "parent must exist); required for several recordings")
     tw.set_defaults(func=run_twin)
