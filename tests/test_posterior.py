@@ -316,3 +316,16 @@ def test_out_of_fold_ridge_matches_a_ridge_fitted_without_each_fold():
     held = fold == 2
     _, w, b = next(_ridge_path(Covariance.fit(x[~held]), x[~held], y[~held], [0.05]))
     np.testing.assert_allclose(got[held], x[held] @ w + b, rtol=1e-4, atol=1e-5)
+
+
+def test_stores_of_two_seeds_combine_and_the_same_store_twice_is_refused(r20_store, tmp_path):
+    from conftest import generate_r20
+
+    from cardiotwin.learn.dataset import load_dataset
+
+    with pytest.raises(ValueError, match="share cells"):
+        load_dataset([r20_store, r20_store.path])
+    other = generate_r20(tmp_path / "seed12", n_cells=40, seed=12, shard_size=40)
+    one, two = load_dataset(r20_store), load_dataset(other)
+    both = load_dataset([r20_store, other])
+    assert sum(both.sizes().values()) == sum(one.sizes().values()) + sum(two.sizes().values())

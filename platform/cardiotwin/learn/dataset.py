@@ -4,7 +4,9 @@ split only) and the output scaling of multipliers to [0, 1] over the sampling ra
 
 The split depends only on the cell_id (a 64-bit mix of it, then thresholds 0.7 and 0.8), so a
 cell is in the same split whatever the store's size, sharding or order, and a larger store of
-the same seed keeps every test cell of a smaller one in its test split.
+the same seed keeps every test cell of a smaller one in its test split. Stores of different
+sampling seeds can be combined (cell i of seed 0 and cell i of seed 1 are different cells, in
+the same split); the same cell twice is refused.
 """
 
 from __future__ import annotations
@@ -252,24 +254,26 @@ def load_dataset(stores, pool_k: int = 1, statuses=("ok",), protocol_hash: str |
     expr = pads.field("status").isin(list(statuses))
     if max_cells is not None:
         expr = expr & (pads.field("cell_id") < int(max_cells))
-    parts: dict[str, list] = {k: [] for k in ("cell_id", "multipliers", "I_total")}
+    parts: dict[str, list] = {k: [] for k in ("cell_id", "seed", "multipliers", "I_total")}
     for st in stores:
         for b in st.iter_batches(["cell_id", "multipliers", "I_total"], rows, expr):
             parts["cell_id"].append(b.column("cell_id").to_numpy())
+            parts["seed"].append(np.full(b.num_rows, st.meta.sampling.seed, np.int64))
             parts["multipliers"].append(list_to_numpy(b.column("multipliers")))
             parts["I_total"].append(reduce_trace(list_to_numpy(b.column("I_total")), pool_k,
                                                  edges))
     ids = np.concatenate(parts["cell_id"]) if parts["cell_id"] else np.zeros(0, np.int64)
-    if len(np.unique(ids)) != len(ids):
-        raise ValueError("the stores share cell_ids (same seed twice?): a cell would be "
-                         "counted twice and could land in two splits")
+    seeds = np.concatenate(parts["seed"]) if parts["seed"] else np.zeros(0, np.int64)
+    if len(np.unique(np.stack([ids, seeds]), axis=1).T) != len(ids):
+        raise ValueError("the stores share cells (the same cell_id of the same sampling seed "
+                         "twice): a cell would be counted twice")
     m = (np.concatenate(parts["multipliers"]) if parts["multipliers"]
          else np.zeros((0, len(INFERRED_NAMES)), np.float32))
     x = (np.concatenate(parts["I_total"]) if parts["I_total"]
          else np.zeros((0, n_inputs), np.float32))
     if not np.all(np.isfinite(x)):
         raise ValueError("I_total contains NaN or inf values in the stores")
-    order = np.argsort(ids, kind="stable")
+    order = np.lexsort((seeds, ids))
     ids, m, x = ids[order], m[order], x[order]
     sp = split_of(ids)
     sizes = {s: int(np.sum(sp == i)) for i, s in enumerate(SPLITS)}

@@ -225,7 +225,7 @@ def simulate_twins(protocol, twins: list[Twin], recordings: list[Recording], *,
         if len(r) > 1:
             band = vc.i_total[r[1:]][~vc.unstable[r[1:]]]
             if len(band):
-                tw.traces["i_band"] = np.nanpercentile(band, [5, 95], axis=0)
+                tw.traces["i_band"] = np.percentile(band, [5, 95], axis=0)
         tw.timings_s["vc_simulation"] = t2 - t1
     for temp in sorted({tw.temperature_K for tw in twins}):
         idx = [i for i, tw in enumerate(twins) if tw.temperature_K == temp]
