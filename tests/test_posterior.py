@@ -329,3 +329,32 @@ def test_stores_of_two_seeds_combine_and_the_same_store_twice_is_refused(r20_sto
     one, two = load_dataset(r20_store), load_dataset(other)
     both = load_dataset([r20_store, other])
     assert sum(both.sizes().values()) == sum(one.sizes().values()) + sum(two.sizes().values())
+
+
+def test_numpy_sampler_equals_the_layers_inverse_pass():
+    """The sampler's numpy inverse pass is the algebra of the Keras layers' ``inverse``."""
+    import keras
+
+    from cardiotwin.learn import preset
+    from cardiotwin.learn.flow import FlowSampler
+    from cardiotwin.learn.networks import build_flow_network
+
+    rng = np.random.default_rng(0)
+    cfg = preset("small_flow", flow_layers=3, pca_components=6)
+    init = {"ridge": (rng.normal(0, 0.1, (20, 52)).astype(np.float32),
+                      np.full(52, 0.5, np.float32)),
+            "whiten": (rng.normal(0, 1, (20, 6)).astype(np.float32), np.zeros(6, np.float32))}
+    trainer, _ = build_flow_network(cfg, 20, 52, init)
+    for layer in trainer.layers:   # non-trivial weights everywhere
+        if layer.get_weights():
+            layer.set_weights([rng.normal(0, 0.2, w.shape).astype(np.float32)
+                               for w in layer.get_weights()])
+    sampler = FlowSampler(trainer, 3)
+    cond = sampler.condition(rng.normal(0, 1, (4, 58)).astype(np.float32))
+    got = sampler.sample(cond, 5, np.random.default_rng(1))
+    z = np.random.default_rng(1).standard_normal((20, 52)).astype(np.float32)
+    c, a = np.repeat(cond[:, :-52], 5, axis=0), np.repeat(cond[:, -52:], 5, axis=0)
+    for layer in reversed(sampler.couplings):
+        z = layer.inverse(z, c)
+    want = keras.ops.convert_to_numpy(sampler.base.inverse(z, c, a))
+    np.testing.assert_allclose(got.reshape(20, 52), want, rtol=1e-4, atol=1e-4)
