@@ -18,7 +18,8 @@ def test_demo_smallest_end_to_end(ray_session, tmp_path):
     assert report == out / "report.html"
     for rel in ("population/manifest.json", "population/population.png", "model/model.keras",
                 "model/metadata.json", "model/evaluation/parameter_errors.csv",
-                "model/evaluation/parameter_recovery.png", "twin/recording/example_cell_vc.abf",
+                "model/evaluation/parameter_recovery.png", "model/evaluation/calibration.png",
+                "model/evaluation/identifiability.csv", "twin/recording/example_cell_vc.abf",
                 "twin/recording/example_cell_ap.abf", "twin/recording/example_cell.json",
                 "twin/twin.json", "twin/twin.png", "screen/results.parquet",
                 "screen/summary.json", "screen/dose_response.png", "screen/apd90_violins.png",
@@ -27,7 +28,7 @@ def test_demo_smallest_end_to_end(ray_session, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     html = report.read_text()
     figures = summary["figures"]
-    assert len(figures) == 6
+    assert len(figures) == 7   # the calibration figure of the default posterior model
     for fig in figures:
         rel = fig.split(str(out) + "/", 1)[1]
         assert f'href="{rel}"' in html, rel
@@ -36,6 +37,9 @@ def test_demo_smallest_end_to_end(ray_session, tmp_path):
     assert all(base64.b64decode(e)[:8] == b"\x89PNG\r\n\x1a\n" for e in embedded)
     twin = json.loads((out / "twin/twin.json").read_text())
     assert len(twin["parameters"]) == 52
+    assert all(p["posterior"]["q05"] <= p["posterior"]["q95"] for p in twin["parameters"].values())
+    assert twin["ap_prediction"]["n_samples"] == 64
+    assert set(twin["out_of_distribution"]) >= {"flag", "score", "threshold", "reason"}
     assert lines[-1].startswith("done in") and str(report) in lines[-1]
     # the stages went in order, with progress lines
     assert [ln[:5] for ln in lines if ln.startswith("[")] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
