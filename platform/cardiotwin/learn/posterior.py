@@ -154,8 +154,7 @@ def evaluate_posterior(model, prep, config) -> tuple[np.ndarray, np.ndarray, dic
                                                      dict[str, Any]]:
     """Calibrate and check a trained flow on the splits of ``prep`` (a train.Prepared):
     the marginal recalibration on up to CALIBRATION_VAL_CELLS validation cells, the OOD
-    thresholds on the
-    validation split, the calibration report and point metrics on up to
+    thresholds on the validation split, the calibration report and point metrics on up to
     EVALUATION_TEST_CELLS test cells. With recording noise configured, every split gets it
     (seeded): the model is checked on the data it is made for. Returns (test cell index,
     posterior means on the unit scale of those cells, the metadata block, the report)."""
