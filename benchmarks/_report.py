@@ -1,11 +1,14 @@
-"""Report helpers shared by the benchmark scripts: host facts, plain-text tables, and where
-the shared reference data lies (``SHARED``: a ``shared/`` folder beside the repository, found
-relative to this file; a benchmark skips a figure, saying so, when its data is absent)."""
+"""Report helpers shared by the benchmark scripts: host facts, plain-text tables, a Keras
+epoch-timing callback, and where the shared reference data lies (``SHARED``: a ``shared/``
+folder beside the repository, found relative to this file; a benchmark skips a figure, saying
+so, when its data is absent)."""
 
 import os
 import platform
 import time
 from pathlib import Path
+
+import numpy as np
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -79,3 +82,34 @@ def compile_row(name: str, disp, call) -> list[str]:
         else:
             how = "cold compile (no cache)"
     return [name, fmt_s(first), fmt_s(second), fmt_s(max(first - second, 0.0)), how]
+
+
+def timing_callback(budget_s: float | None):
+    """Keras callback: wall and validation seconds per epoch; with ``budget_s``, stops when
+    the next epoch would end past it (from the start of fit)."""
+    import keras
+
+    class Timing(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.t_start, self.epoch_s, self.val_s, self.hit_budget = time.perf_counter(), [], \
+                [], False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0, self._val = time.perf_counter(), 0.0
+
+        def on_test_begin(self, logs=None):
+            self.tv = time.perf_counter()
+
+        def on_test_end(self, logs=None):
+            self._val += time.perf_counter() - self.tv
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
+            self.epoch_s.append(now - self.t0)
+            self.val_s.append(self._val)
+            typical = float(np.median(self.epoch_s[1:] or self.epoch_s))
+            if budget_s and now - self.t_start + typical > budget_s:
+                self.hit_budget = True
+                self.model.stop_training = True
+
+    return Timing()

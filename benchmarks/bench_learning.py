@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _report import cpu_model, loadavg, table
+from _report import cpu_model, loadavg, table, timing_callback
 
 STUDY_MAE = {1000: 0.041, 10000: 0.038, 200000: 0.020}  # source study, +-20%, median MAE
 PRESET_NAMES = ("study_fc", "ridge_mlp")
@@ -110,36 +110,6 @@ def subsample(data, n: int):
     return out
 
 
-def timing_callback(budget_s: float):
-    """Keras callback: per-epoch wall and validation seconds; stops training when the next
-    epoch would end past ``budget_s`` (measured from the start of fit)."""
-    import keras
-
-    class Timing(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.t_start = time.perf_counter()
-            self.epoch_s, self.val_s, self.hit_budget = [], [], False
-            self._val = 0.0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0, self._val = time.perf_counter(), 0.0
-
-        def on_test_begin(self, logs=None):
-            self.tv = time.perf_counter()
-
-        def on_test_end(self, logs=None):
-            self._val += time.perf_counter() - self.tv
-
-        def on_epoch_end(self, epoch, logs=None):
-            now = time.perf_counter()
-            self.epoch_s.append(now - self.t0)
-            self.val_s.append(self._val)
-            typical = float(np.median(self.epoch_s[1:] or self.epoch_s))
-            if now - self.t_start + typical > budget_s:
-                self.hit_budget = True
-                self.model.stop_training = True
-
-    return Timing()
 
 
 def run_one(name: str, n: int, data, args) -> dict:

@@ -41,7 +41,8 @@ Only status "ok" cells are trained on; the split is 70:10:20 by cell_id (learn.s
    --twin-ap-ms (the CLI's default 10,000 ms and shorter; target p99 < 1.5 s).
 
     python benchmarks/bench_posterior.py --quick        # check that it runs (~3 min idle)
-    python benchmarks/bench_posterior.py --store /work/bench-data/pop-r20-110k
+    cardiotwin generate --n-cells 110000 --range 0.2 --out STORE   # the figures' store
+    python benchmarks/bench_posterior.py --store STORE
     python benchmarks/bench_posterior.py --store S --parts ap,latency --reuse
 
 Results go to --out as JSON, rewritten after every run, so a long run keeps what it has done.
@@ -62,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from _report import cpu_model, loadavg, table
+from _report import cpu_model, loadavg, table, timing_callback
 
 STUDY_MAE = {1000: 0.041, 10000: 0.038, 200000: 0.020}  # source study, +-20%, multiplier scale
 TARGET_MAE = {1000: 0.030, 10000: 0.020}                 # issue 17, multiplier scale
@@ -223,35 +224,6 @@ def subset(data, n_train: int, test_ids: np.ndarray):
 # ---------------------------------------------------------------------------------------------
 # training
 
-def timing_callback(budget_s: float | None):
-    """Keras callback: wall and validation seconds per epoch; with ``budget_s``, stops when
-    the next epoch would end past it (from the start of fit)."""
-    import keras
-
-    class Timing(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.t_start, self.epoch_s, self.val_s, self.hit_budget = time.perf_counter(), [], \
-                [], False
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0, self._val = time.perf_counter(), 0.0
-
-        def on_test_begin(self, logs=None):
-            self.tv = time.perf_counter()
-
-        def on_test_end(self, logs=None):
-            self._val += time.perf_counter() - self.tv
-
-        def on_epoch_end(self, epoch, logs=None):
-            now = time.perf_counter()
-            self.epoch_s.append(now - self.t0)
-            self.val_s.append(self._val)
-            typical = float(np.median(self.epoch_s[1:] or self.epoch_s))
-            if budget_s and now - self.t_start + typical > budget_s:
-                self.hit_budget = True
-                self.model.stop_training = True
-
-    return Timing()
 
 
 def make_config(name: str, noise: float, args):
