@@ -80,8 +80,8 @@ def train_and_score(x_pooled: np.ndarray, multipliers: np.ndarray, cell_ids: np.
     t0 = time.perf_counter()
     prep = make_prepared(x_pooled, multipliers, cell_ids, keep, train_config, spread)
     model, history, _ = fit_network(train_config, prep, verbose=False)
-    test = evaluate_split(model, prep, "test")
-    val = evaluate_split(model, prep, "val")
+    test = evaluate_split(model, prep, "test", config=train_config)
+    val = evaluate_split(model, prep, "val", config=train_config)
     sizes = prep.data.info["split_sizes"]
     return {"test_mse": test["mse_unit"], "test_median_mae": test["median_mae_unit"],
             "val_mse": val["mse_unit"], **group_mae(test["per_parameter"]),
