@@ -31,7 +31,7 @@ SHORT_SEGMENTS = [(200, -80, -80), (100, -120, -120), (100, 40, 40), (100, -20, 
                   (100, -80, 37), (200, -40, -40)]  # steps, a ramp through 0 mV, 800 ms
 CC_MS = 1000.0
 BAD_VC = {"scale_Vmax_up": 1e4}   # NaN in voltage clamp (tests/test_simulator.py)
-BAD_CC = {"scale_ks_RyR": 1e3}    # unstable in current clamp
+BAD_CC = {"scale_k_NaCa": 1e4}    # unstable in current clamp (and in voltage clamp)
 
 
 

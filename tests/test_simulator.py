@@ -53,8 +53,10 @@ CC_MS = 2000.0
 # scale_Vmax_up x 1e4 (SERCA drives Cai negative: VC 9), scale_ks_RyR x 1e3 (RyR release: VC 13,
 # CC 12), scale_p_CaL x 1e4 (CC 18). Milder ones (INa.g_Na x 1000 with IK1.g_K1 x 1e-3, ICaL
 # tau_d_const tiny) stay finite in current clamp, so they cannot test the flag.
-BAD_VC = ({"scale_Vmax_up": 1e4}, {"scale_ks_RyR": 1e3})
-BAD_CC = ({"scale_ks_RyR": 1e3}, {"scale_p_CaL": 1e4})
+# far outside any prior: the kernels cannot integrate these (the RyR x1e3 cell of earlier
+# versions integrates since the RyR has a stable update)
+BAD_VC = ({"scale_Vmax_up": 1e4}, {"scale_k_NaCa": 1e4})
+BAD_CC = ({"scale_g_K1": 1e4}, {"scale_p_CaL": 1e4})
 
 
 
@@ -446,7 +448,7 @@ def test_unstable_cc_cell_leaves_others_bitwise_unchanged(five_inputs, cc_single
 
 
 def test_cell_unstable_during_prepace_has_nan_final_state():
-    slow_bomb = inputs_from_named({"scale_Vmax_up": 45.6})  # blows up at ~4230 ms
+    slow_bomb = inputs_from_named({"scale_Vmax_up": 3000.0})  # blows up at ~290 ms
     r = simulate_current_clamp(100, np.stack([BASELINE, slow_bomb]), prepace_ms=5000)
     assert r.unstable.tolist() == [False, True]
     assert np.isnan(r.v_mV[1]).all()

@@ -66,6 +66,10 @@ KUP2 = (0.00025 * 0.702) ** 2
 KO_CA, KI_CA, K_OM, K_IM = 56320.0 * 11.43025, 54.0 * 0.3425, 1.5 * 0.1429, 0.001 * 0.5571
 EC50_SR, MAX_SR, MIN_SR = 0.45, 15.0, 1.0
 EC50_SR_25 = EC50_SR ** 2.5
+# dt times the RyR chain's total rate above which its forward Euler step gives way to backward
+# Euler: the chain's eigenvalues are at most twice its total rate in size, and forward Euler
+# diverges beyond dt |lambda| = 2, so the switch leaves a factor 2 of margin
+RYR_STIFF_LIMIT = 0.5
 BUF_SR, KBUF_SR, BUF_C, KBUF_C = 12.0, 0.3, 0.06, 0.0006
 K_PCA = 0.0005
 VSR_VC = V_SR / VC
@@ -73,6 +77,7 @@ VC_VSR = VC / V_SR
 NAI_RATE = CM / (FARADAY * VC)  # mM per ms per (pA/pF)
 CAI_RATE = CM / (2.0 * VC * FARADAY)
 TAU_FCA = 2.0  # ms at 310 K
+FCA_EXP_CAP = 250.0  # caps the fCa_inf exponents: e^500 times (1 + y^8) stays finite (see rates)
 
 # ---------------------------------------------------------------- workspace rows
 # states 0..22 in kernik_initial_state.csv order
@@ -82,6 +87,7 @@ N_STATE_ROWS = 23
 # 13 Rush-Larsen gates: states 6, 7, 9..19 (fCa, state 8, has its own rule)
 N_GATES = 13
 N_HH_GATES = 11  # gates 0..10 share the parameterized form; 11, 12 are the ICaT gates
+GATE_STATES = (D, F1, XR1, XR2, XS, H, J, M, XF, S_, R_, DCAT, FCAT)  # state row of gate i
 INF0 = N_STATE_ROWS
 DEC0 = INF0 + N_GATES
 # voltage-only factors
@@ -205,6 +211,33 @@ def _rush_larsen(ws, c, S, gi, state):
 
 
 @numba.njit(inline="always", error_model="numpy")
+def _ryr_backward_euler(rr, ro, ri, a, b, h):
+    """One backward Euler step of h (ms) of the RyR chain (R, O, I; RI = 1 - R - O - I) with
+    Ca-dependent rates a = koSRCa Cai^2 (R->O, RI->I) and b = kiSRCa Cai (R->RI, O->I) held
+    over the step: solves (1 - h M) y1 = y0 + h c for dy/dt = M y + c by Cramer's rule."""
+    a11 = 1.0 + h * (K_IM + b + a)
+    a12 = -h * (K_OM - K_IM)
+    a13 = h * K_IM
+    a21 = -h * a
+    a22 = 1.0 + h * (K_OM + b)
+    a23 = -h * K_IM
+    a31 = h * a
+    a32 = -h * (b - a)
+    a33 = 1.0 + h * (K_IM + K_OM + a)
+    r1 = rr + h * K_IM
+    r2 = ro
+    r3 = ri + h * a
+    m1 = a22 * a33 - a23 * a32
+    m2 = a21 * a33 - a23 * a31
+    m3 = a21 * a32 - a22 * a31
+    inv = 1.0 / (a11 * m1 - a12 * m2 + a13 * m3)
+    y1 = (r1 * m1 - a12 * (r2 * a33 - a23 * r3) + a13 * (r2 * a32 - a22 * r3)) * inv
+    y2 = (a11 * (r2 * a33 - a23 * r3) - r1 * m2 + a13 * (a21 * r3 - r2 * a31)) * inv
+    y3 = (a11 * (a22 * r3 - r2 * a32) - a12 * (a21 * r3 - r2 * a31) + r1 * m3) * inv
+    return y1, y2, y3
+
+
+@numba.njit(inline="always", error_model="numpy")
 def voltage_terms(ws, c, S, v, dt):
     """Gate steady states, Rush-Larsen decays exp(-dt/tau) and V-only current factors of lane c
     at membrane potential v (mV) for a step of dt (ms)."""
@@ -251,10 +284,12 @@ def voltage_terms(ws, c, S, v, dt):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
-    """Currents of lane c at its present state and membrane potential v (mV); then one step of
-    dt (ms): Rush-Larsen gates, forward Euler elsewhere (voltage_terms must hold the same dt).
-    In current clamp (clamped = False) V moves by dt * (i_stim - I_ion). Returns dV/dt (mV/ms)."""
+def rates(ws, c, S, v, store_currents):
+    """Currents of lane c at its present state and membrane potential v (mV) (I_ion to row ITOT,
+    the 13 currents to CUR0.. when store_currents) and the rates of the non-gate states:
+    (I_ion pA/pF, dCaSR/dt, dCai/dt, dNai/dt, dKi/dt (mM/ms), dR/dt, dO/dt, dI/dt of the RyR
+    (1/ms), the fCa pull (fCa_inf - fCa where fCa may move, else 0), the RyR's Ca-dependent
+    rates a = koSRCa Cai^2 and b = kiSRCa Cai (1/ms)). Gate rates come from voltage_terms."""
     casr = ws[CASR * S + c]
     cai = ws[CAI * S + c]
     nai = ws[NAI * S + c]
@@ -356,12 +391,27 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
     y2 = y * y
     y4 = y2 * y2
     da = 1.0 + y4 * y4
-    db = 1.0 + vexp((1.2 * cai - 0.0005) * (1.0 / 0.0001))
-    dg = 1.0 + vexp((1.2 * cai - 0.00075) * (1.0 / 0.0008))
+    # exponents capped at FCA_EXP_CAP: beyond it 1/(1 + e^x) is far below the last bit of
+    # fCa_inf, and uncapped the product below overflows from Cai ~ 50 uM (inf/inf = NaN)
+    db = 1.0 + vexp(min((1.2 * cai - 0.0005) * (1.0 / 0.0001), FCA_EXP_CAP))
+    dg = 1.0 + vexp(min((1.2 * cai - 0.00075) * (1.0 / 0.0008), FCA_EXP_CAP))
     dbg = db * dg
     fca_inf = ((dbg + (0.1 * dg + 0.2 * db) * da) / (da * dbg) + 0.23) * (1.0 / 1.46)
     moving = 0.0 if (fca_inf > fca) & (v > -60.0) else 1.0  # a select, not a branch: SIMD
-    ws[FCA * S + c] = fca + moving * (fca_inf - fca) * (1.0 - ws[DEC_FCA * S + c])
+    return (i_ion, d_casr, d_cai, d_nai, d_ki, d_r, d_o, d_i, moving * (fca_inf - fca),
+            ko_sr * cai2, ki_sr * cai)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
+    """Currents of lane c at its present state and membrane potential v (mV) (see rates); then
+    one step of dt (ms): Rush-Larsen gates, forward Euler elsewhere, the RyR chain by backward
+    Euler where it is stiff (voltage_terms must hold the same dt). In current clamp
+    (clamped = False) V moves by dt * (i_stim - I_ion). Returns dV/dt (mV/ms)."""
+    (i_ion, d_casr, d_cai, d_nai, d_ki, d_r, d_o, d_i, fca_pull, a_ryr,
+     b_ryr) = rates(ws, c, S, v, store_currents)
+    fca = ws[FCA * S + c]
+    ws[FCA * S + c] = fca + fca_pull * (1.0 - ws[DEC_FCA * S + c])
 
     _rush_larsen(ws, c, S, 0, D)
     _rush_larsen(ws, c, S, 1, F1)
@@ -376,13 +426,22 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
     _rush_larsen(ws, c, S, 10, R_)
     _rush_larsen(ws, c, S, 11, DCAT)
     _rush_larsen(ws, c, S, 12, FCAT)
-    ws[CASR * S + c] = casr + dt * d_casr
-    ws[CAI * S + c] = cai + dt * d_cai
-    ws[NAI * S + c] = nai + dt * d_nai
-    ws[KI * S + c] = ki + dt * d_ki
-    ws[RYR_R * S + c] = rr + dt * d_r
-    ws[RYR_O * S + c] = ro + dt * d_o
-    ws[RYR_I * S + c] = ri + dt * d_i
+    ws[CASR * S + c] = ws[CASR * S + c] + dt * d_casr
+    ws[CAI * S + c] = ws[CAI * S + c] + dt * d_cai
+    ws[NAI * S + c] = ws[NAI * S + c] + dt * d_nai
+    ws[KI * S + c] = ws[KI * S + c] + dt * d_ki
+    # RyR: forward Euler while the chain is slow against dt; where Ca drives its rates up
+    # (Cai of tens of uM during long depolarizations) forward Euler diverges, and the lane takes
+    # the backward Euler step of the same linear 3-state system instead (stable at any dt).
+    # A select between both, so the lane loop stays a SIMD loop and slow lanes are unchanged.
+    rr = ws[RYR_R * S + c]
+    ro = ws[RYR_O * S + c]
+    ri = ws[RYR_I * S + c]
+    ryr_stiff = dt * (a_ryr + b_ryr + K_OM + K_IM) > RYR_STIFF_LIMIT
+    be_r, be_o, be_i = _ryr_backward_euler(rr, ro, ri, a_ryr, b_ryr, dt)
+    ws[RYR_R * S + c] = be_r if ryr_stiff else rr + dt * d_r
+    ws[RYR_O * S + c] = be_o if ryr_stiff else ro + dt * d_o
+    ws[RYR_I * S + c] = be_i if ryr_stiff else ri + dt * d_i
     dvdt = i_stim - i_ion
     if not clamped:
         ws[V_ * S + c] = v + dt * dvdt

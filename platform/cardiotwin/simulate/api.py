@@ -39,6 +39,21 @@ class Pacing:
             raise ValueError(f"pacing width_ms ({self.width_ms}) must be shorter than period_ms "
                              f"({self.period_ms})")
 
+    def is_on(self, t_ms: float) -> bool:
+        """Whether the stimulus is on at t (ms) (the kernels' rule: from each onset for
+        ``width_ms``)."""
+        x = t_ms - self.start_ms
+        return bool(x >= 0.0 and x - self.period_ms * np.floor(x / self.period_ms) < self.width_ms)
+
+    def edges(self, duration_ms: float) -> list[float]:
+        """Stimulus onsets and offsets (ms) in (0, duration_ms), in order."""
+        out: list[float] = []
+        k = max(0, int(np.floor(-self.start_ms / self.period_ms)))
+        while (onset := self.start_ms + k * self.period_ms) < duration_ms:
+            out += [t for t in (onset, onset + self.width_ms) if 0.0 < t < duration_ms]
+            k += 1
+        return out
+
 
 @dataclass
 class VoltageClampResult:
