@@ -11,6 +11,8 @@ from typing import Any
 
 from .match import MatchCriterion
 
+SHOW_UNMATCHED = 10     # real cells not matched printed (all are in coverage.json)
+
 
 def add_coverage_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``coverage``."""
@@ -45,14 +47,17 @@ def run_from_args(a: argparse.Namespace) -> int:
     rep = run_coverage(a.store, a.real, a.out, crit, a.include, statuses=tuple(a.statuses),
                        figure=not a.no_figure, overwrite=a.overwrite)
     print(rep["summary"])
-    for c in rep["cells"]:
-        if c["counted"] and not c["matched"]:
-            n = c["nearest"]
-            where = (f"nearest synthetic cell {n['cell_id']} at scaled distance "
-                     f"{c['scaled_distance']:.2f}") if n else "no synthetic cell"
-            v = c["values"]
-            print(f"  not matched: {c['name']} (CL {v['cycle_length_ms']:.0f} ms, APD90 "
-                  f"{v['apd90_ms']:.0f} ms, MDP {v['mdp_mV']:.1f} mV): {where}")
+    missed = [c for c in rep["cells"] if c["counted"] and not c["matched"]]
+    for c in missed[:SHOW_UNMATCHED]:
+        n = c["nearest"]
+        where = (f"nearest synthetic cell {n['cell_id']} at scaled distance "
+                 f"{c['scaled_distance']:.2f}") if n else "no synthetic cell"
+        v = c["values"]
+        print(f"  not matched: {c['name']} (CL {v['cycle_length_ms']:.0f} ms, APD90 "
+              f"{v['apd90_ms']:.0f} ms, MDP {v['mdp_mV']:.1f} mV): {where}")
+    if len(missed) > SHOW_UNMATCHED:
+        print(f"  ... and {len(missed) - SHOW_UNMATCHED} more not matched "
+              + ("(all in coverage.json)" if a.out is not None else "(--out: all in a report)"))
     if rep["real"]["skipped_not_traces"]:
         print("skipped (not AP traces): "
               + ", ".join(Path(s).name for s in rep["real"]["skipped_not_traces"]))

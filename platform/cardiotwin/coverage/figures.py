@@ -1,7 +1,7 @@
 """The coverage figure (matplotlib, Agg): cycle length vs APD90 and MDP vs APD90 of the
 synthetic cells (a random subsample, small grey points) with the counted real cells on top
 (matched: filled circles, not matched: crosses), and histograms of AP amplitude and dV/dt max
-(synthetic and real, each normalized). Units: ms, mV, V/s."""
+(log scale; synthetic and real, each normalized). Units: ms, mV, V/s."""
 
 from __future__ import annotations
 
@@ -32,24 +32,51 @@ def _col(values: np.ndarray, key: str) -> np.ndarray:
     return values[:, PHENOTYPE_KEYS.index(key)] if values.size else np.empty(0)
 
 
-def _hist(ax, synth: np.ndarray, real: np.ndarray, key: str) -> None:
+def _hist(ax, synth: np.ndarray, real: np.ndarray, key: str, *, log: bool = False) -> None:
     s, r = synth[np.isfinite(synth)], real[np.isfinite(real)]
+    if log:
+        s, r = s[s > 0], r[r > 0]
     both = np.concatenate([s, r])
     if both.size == 0:
         ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
     else:
-        lo, hi = np.percentile(both, [0.5, 99.5]) if both.size > 1 else (both[0], both[0])
+        lo, hi = np.percentile(both, [0.5, 99.5])
         lo, hi = min(lo, r.min(initial=lo)), max(hi, r.max(initial=hi))
-        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 41)
+        if not hi > lo:
+            lo, hi = (lo / 2, lo * 2) if log else (lo - 1.0, lo + 1.0)
+
+        def edges(n: int) -> np.ndarray:
+            return np.geomspace(lo, hi, n + 1) if log else np.linspace(lo, hi, n + 1)
+
+        def density(x: np.ndarray, e: np.ndarray) -> np.ndarray:
+            # per unit of the axis (per decade on a log axis), so that bins of any width and
+            # the two sets compare
+            width = np.diff(np.log10(e) if log else e)
+            return np.histogram(x, e)[0] / (x.size * width)
+
         if s.size:
-            ax.hist(s, bins=bins, density=True, color="0.7",
-                    label=f"synthetic (n={s.size:,})")
-        if r.size:
-            ax.hist(r, bins=bins, density=True, histtype="step", linewidth=2,
-                    color="#1f77b4", label=f"real (n={r.size})")
+            e = edges(40)
+            ax.stairs(density(s, e), e, fill=True, color="0.7",
+                      label=f"synthetic (n={s.size:,})")
+        if r.size:   # few real cells: wider bins
+            e = edges(int(np.clip(r.size // 2, 5, 20)))
+            ax.stairs(density(r, e), e, linewidth=2, color="#1f77b4",
+                      label=f"real (n={r.size})")
+        if log:
+            ax.set_xscale("log")
+            _plain_ticks(ax.xaxis)
         ax.legend(fontsize=8)
-    ax.set_xlabel(PHENOTYPE_LABELS[key])
-    ax.set_ylabel("density")
+    ax.set_xlabel(PHENOTYPE_LABELS[key] + (" (log scale)" if log else ""))
+    ax.set_ylabel("density (per decade)" if log else "density")
+
+
+def _plain_ticks(axis) -> None:
+    """Log-axis ticks labelled as plain numbers (1-2-5 steps), no minor labels."""
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def coverage_figure(report: dict[str, Any], synth_values: np.ndarray,
@@ -83,12 +110,13 @@ def coverage_figure(report: dict[str, Any], synth_values: np.ndarray,
                 ax.scatter(x, y, label=f"real, {what} ({x.size})", **style)
         if xk == "cycle_length_ms":
             ax.set_xscale("log")
+            _plain_ticks(ax.xaxis)
         ax.set_xlabel(PHENOTYPE_LABELS[xk])
         ax.set_ylabel(PHENOTYPE_LABELS[yk])
         ax.legend(fontsize=8, loc="best", markerscale=1.0)
     _hist(axes[1, 0], _col(synth, "amplitude_mV"), real("amplitude_mV"), "amplitude_mV")
     _hist(axes[1, 1], _col(synth, "dvdt_max_V_per_s"), real("dvdt_max_V_per_s"),
-          "dvdt_max_V_per_s")
+          "dvdt_max_V_per_s", log=True)
     t = report["totals"]
     frac = t["fraction_matched"]
     fig.suptitle(f"coverage: {t['matched']} of {t['counted']} beating real cells matched"
