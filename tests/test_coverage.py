@@ -357,6 +357,7 @@ def test_command_on_a_generated_store(ray_session, short_protocol_path, tmp_path
         shard_size=6, n_workers=2, keep_rejected=True, out_dir=str(tmp_path / "pop")),
         progress=False, echo=None)
     n_ok = store.meta.totals.status_counts.get("ok", 0)
+    assert n_ok > 0
     out = tmp_path / "cov"
     assert main(["coverage", str(store.path), "--real", str(BEATING), str(QUIESCENT),
                  "--out", str(out)]) == 0
