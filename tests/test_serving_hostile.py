@@ -94,6 +94,7 @@ def _good_twin(url, example, query="simulate=false", **kw):
 
 def test_tokens_required_on_every_route_but_health(url):
     assert requests.get(f"{url}/health", timeout=10).json() == {"status": "ok"}
+    assert requests.head(f"{url}/health", timeout=10).status_code == 200
     for method, path in (("get", "/model"), ("post", "/twin"), ("post", "/screens"),
                          ("get", "/screens/0123456789abcdef"), ("delete", "/screens/x"),
                          ("post", "/reconstruct"), ("get", "/openapi.json"), ("get", "/nope")):
@@ -283,6 +284,7 @@ def test_screen_costs_bounded(url):
             ({"drug": "E-4031", "n_cells": 8, "record_interval_ms": 1e-5}, 422,
              "record_interval_ms"),
             ({"drug": "E-4031", "prepace_ms": "nan"}, 400, "prepace_ms"),
+            ({"drug": "E-4031", "n_cells": 4, "record_ms": 1e308}, 422, "record_ms"),
             ({"drug": "E-4031", "n_cells": 8, "n_keep_traces": 10**6}, 422, "n_keep_traces"),
             ({"drug": "E-4031", "figures": True}, 400, "figures"),
             ({"drug": "nope"}, 400, None),

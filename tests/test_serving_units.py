@@ -294,6 +294,8 @@ def svc_cfg(tmp_path):
     ({"drug": "E-4031", "n_cells": 1, "record_interval_ms": 0.001, "prepace_ms": 0,
       "record_ms": 1000}, 422, "record_interval_ms"),
     ({"drug": "E-4031", "n_cells": "many"}, 400, "n_cells"),
+    ({"drug": "E-4031", "n_cells": 4, "record_ms": 1e308}, 422, "record_ms"),
+    ({"drug": "E-4031", "n_cells": 4, "record_interval_ms": 1e-320}, 422, "record_ms"),
     ({"drug": "E-4031", "surprise": 1}, 400, "surprise"),
     ("E-4031", 400, "body")])
 def test_screen_request_refusals(svc_cfg, tmp_path, doc, status, field):

@@ -433,7 +433,7 @@ class TwinDeployment(TwinService):
         super().__init__(**kwargs)
         api.state.guard = self.guard
 
-    @api.get("/health")
+    @api.api_route("/health", methods=["GET", "HEAD"])
     async def health(self):
         return {"status": "ok"}
 

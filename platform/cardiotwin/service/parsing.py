@@ -241,6 +241,9 @@ def screen_config(doc: Any, out_dir: Path, cfg) -> Any:
     try:
         sc = ScreenConfig.create(**doc, out_dir=out_dir, batch_cells=cfg.screen_batch_cells,
                                  overwrite=False, figures=False)
+    except ArithmeticError:             # e.g. record_ms / record_interval_ms overflows
+        raise ApiError("screen settings out of range (a ratio of them overflows)", 422,
+                       "record_ms") from None
     except (ValueError, TypeError, ValidationError) as e:
         first = next(iter(doc), None)
         err = as_api_error(e)
