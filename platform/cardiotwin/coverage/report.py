@@ -115,15 +115,14 @@ def _compute(store, selection, criterion: MatchCriterion, include: str | None,
     matched = (dist <= 1.0) & counted
     n_counted, n_matched = int(counted.sum()), int(matched.sum())
     ident = _identity(store, selection.files, include, criterion, statuses)
-    sampling = store.meta.sampling
+    sampling = store.meta.sampling          # as the manifest records it (the prior)
     report: dict[str, Any] = {
         "format": FORMAT, "config_hash": identity_hash(ident), "config": ident,
         "criterion": criterion.to_dict(),
         "store": {"path": str(store.path), "config_hash": store.meta.config_hash,
                   "n_cells": store.n_cells, "statuses": list(statuses),
                   "n_synthetic": int(cell_ids.size),
-                  "sampling": {"sampler": sampling.sampler, "spread": sampling.spread,
-                               "range": list(sampling.range), "seed": sampling.seed},
+                  "sampling": sampling.model_dump(mode="json"),
                   "simulation": store.meta.simulation},
         "real": {"files": [str(f) for f in selection.files], "include": include,
                  "skipped_not_traces": skipped},
