@@ -148,24 +148,67 @@ class InputTransform:
 
 @dataclass(frozen=True)
 class OutputScaling:
-    """Multipliers <-> [0, 1]: y = (m - low) / (high - low), per parameter."""
+    """Multipliers <-> [0, 1] by the population's prior, per parameter: y = (m - low) /
+    (high - low), or (ln m - ln low) / (ln high - ln low) where ``log`` (a log-uniform
+    parameter), so that y is uniform on [0, 1] under the prior either way."""
 
     low: np.ndarray
     high: np.ndarray
+    log: np.ndarray | None = None
+
+    def _logs(self) -> np.ndarray:
+        return (np.zeros(np.shape(self.low), bool) if self.log is None
+                else np.asarray(self.log, bool))
 
     def to_unit(self, m: np.ndarray) -> np.ndarray:
-        return ((np.asarray(m, np.float64) - self.low) / (self.high - self.low)).astype(np.float32)
+        m = np.asarray(m, np.float64)
+        lin = (m - self.low) / (self.high - self.low)
+        log = self._logs()
+        if log.any():
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lg = (np.log(m) - np.log(self.low)) / (np.log(self.high) - np.log(self.low))
+            lin = np.where(log, lg, lin)
+        return lin.astype(np.float32)
 
     def from_unit(self, y: np.ndarray) -> np.ndarray:
-        return np.asarray(y, np.float64) * (self.high - self.low) + self.low
+        y = np.asarray(y, np.float64)
+        lin = y * (self.high - self.low) + self.low
+        log = self._logs()
+        if not log.any():
+            return lin
+        ll, lh = np.log(self.low), np.log(self.high)
+        return np.where(log, np.exp(ll + y * (lh - ll)), lin)
 
     def to_json(self) -> dict[str, Any]:
-        return {"scaling": "y = (multiplier - low) / (high - low)",
-                "low": self.low.tolist(), "high": self.high.tolist()}
+        return {"scaling": "y = (multiplier - low) / (high - low); where log: "
+                           "(ln multiplier - ln low) / (ln high - ln low)",
+                "low": self.low.tolist(), "high": self.high.tolist(),
+                "log": self._logs().tolist()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> OutputScaling:
-        return cls(np.asarray(d["low"], np.float64), np.asarray(d["high"], np.float64))
+        log = np.asarray(d["log"], bool) if "log" in d else None
+        return cls(np.asarray(d["low"], np.float64), np.asarray(d["high"], np.float64), log)
+
+    def prior_sd(self) -> np.ndarray:
+        """Each multiplier's SD under the prior (uniform: (high - low) / sqrt(12);
+        log-uniform on [a, b]: from E m = (b - a) / L, E m^2 = (b^2 - a^2) / (2 L),
+        L = ln(b / a))."""
+        a, b = np.asarray(self.low, np.float64), np.asarray(self.high, np.float64)
+        sd = (b - a) / np.sqrt(12.0)
+        log = self._logs()
+        if log.any():
+            ln = np.log(b / a)
+            mean = (b - a) / ln
+            var = (b * b - a * a) / (2.0 * ln) - mean * mean
+            sd = np.where(log, np.sqrt(np.maximum(var, 0.0)), sd)
+        return sd
+
+    @classmethod
+    def from_bounds(cls, bounds: dict[str, list]) -> OutputScaling:
+        """From a dataset's ``prior_bounds`` ({"low", "high", "log"})."""
+        return cls(np.asarray(bounds["low"], np.float64), np.asarray(bounds["high"], np.float64),
+                   np.asarray(bounds["log"], bool))
 
 
 def manifest_hash(manifest) -> str:
@@ -196,6 +239,18 @@ class Dataset:
         return {s: len(self.cell_ids[s]) for s in SPLITS}
 
 
+def prior_bounds(meta) -> dict[str, list]:
+    """The support of each multiplier in a store's prior: {"low", "high", "log"} (52 each,
+    log: log-uniform), from the manifest's sampling.prior (stores written before priors
+    existed: the uniform sampling range)."""
+    prior = getattr(meta.sampling, "prior", None) or {}
+    if "multipliers" in prior:
+        return {k: list(prior["multipliers"][k]) for k in ("low", "high", "log")}
+    lo, hi = meta.sampling.range
+    p = len(meta.parameter_names)
+    return {"low": [lo] * p, "high": [hi] * p, "log": [False] * p}
+
+
 def _check_compatible(stores: list) -> None:
     first = stores[0]
     for s in stores[1:]:
@@ -204,7 +259,8 @@ def _check_compatible(stores: list) -> None:
                            ("i_total", first.meta.i_total.model_dump(),
                             s.meta.i_total.model_dump()),
                            ("sampling range", first.meta.sampling.range,
-                            s.meta.sampling.range)):
+                            s.meta.sampling.range),
+                           ("prior", prior_bounds(first.meta), prior_bounds(s.meta))):
             if a != b:
                 raise ValueError(f"stores {first.path} and {s.path} differ in {what}: "
                                  f"{str(a)[:80]} vs {str(b)[:80]}; train on stores of one "
@@ -286,7 +342,7 @@ def load_dataset(stores, pool_k: int = 1, statuses=("ok",), protocol_hash: str |
             "config_hashes": [s.meta.config_hash for s in stores],
             "protocol_hash": stores[0].protocol_hash, "protocol": meta.protocol,
             "registry_version": meta.registry_version,
-            "sampling_range": list(meta.sampling.range),
+            "sampling_range": list(meta.sampling.range), "prior_bounds": prior_bounds(meta),
             "statuses": list(statuses), "max_cells": max_cells, "split_sizes": sizes,
             "pool": int(pool_k), "n_stored": int(n_stored), "edges": edges,
             "store_decimation": (int(it.decimation_factor), it.decimation),

@@ -81,6 +81,7 @@ class CellPosterior:
     low: np.ndarray
     high: np.ndarray
     ood: dict[str, Any] = field(default_factory=dict)
+    prior_sd: np.ndarray | None = None  # each multiplier's SD under the prior (None: uniform)
 
     @property
     def mean(self) -> np.ndarray:
@@ -97,7 +98,9 @@ class CellPosterior:
 
     @property
     def contraction(self) -> np.ndarray:
-        return 1.0 - self.sd / ((self.high - self.low) * UNIFORM_UNIT_SD)
+        prior_sd = (self.prior_sd if self.prior_sd is not None
+                    else (self.high - self.low) * UNIFORM_UNIT_SD)
+        return 1.0 - self.sd / prior_sd
 
     @property
     def identifiable(self) -> np.ndarray:
@@ -142,8 +145,9 @@ class PosteriorEstimator(ParameterEstimator):
                                       self.recalibration)
         ood = self._ood.score(x)
         sc = self._scaling
-        return [CellPosterior(self.names, sc.from_unit(unit[i]), sc.low, sc.high, ood[i])
-                for i in range(len(x))]
+        prior_sd = sc.prior_sd()
+        return [CellPosterior(self.names, sc.from_unit(unit[i]), sc.low, sc.high, ood[i],
+                              prior_sd) for i in range(len(x))]
 
 
 CALIBRATION_VAL_CELLS = 2000   # validation cells behind the recalibration

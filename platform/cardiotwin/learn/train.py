@@ -36,9 +36,12 @@ def prepare(data: Dataset, noise_pA_per_pF: float = 0.0) -> Prepared:
     transform = InputTransform.fit(data.i_total["train"], info["pool"], info["n_stored"],
                                    tuple(info["store_decimation"]),
                                    noise_pA_per_pF=noise_pA_per_pF, edges=info.get("edges"))
-    lo, hi = info["sampling_range"]
-    p = data.multipliers["train"].shape[1]
-    scaling = OutputScaling(np.full(p, lo, np.float64), np.full(p, hi, np.float64))
+    if "prior_bounds" in info:
+        scaling = OutputScaling.from_bounds(info["prior_bounds"])
+    else:
+        lo, hi = info["sampling_range"]
+        p = data.multipliers["train"].shape[1]
+        scaling = OutputScaling(np.full(p, lo, np.float64), np.full(p, hi, np.float64))
     x = {s: transform.normalize(v) for s, v in data.i_total.items()}
     y = {s: scaling.to_unit(v) for s, v in data.multipliers.items()}
     noise = transform.noise_per_input(noise_pA_per_pF) if noise_pA_per_pF > 0 else None
@@ -261,7 +264,8 @@ def write_model_artifact(out_dir: str | Path, model, prep: Prepared, config: Tra
         "protocol_hash": data.info["protocol_hash"], "protocol": data.info["protocol"],
         "data": {k: data.info[k] for k in ("stores", "manifest_hashes", "config_hashes",
                                            "statuses", "max_cells", "split_sizes",
-                                           "sampling_range", "i_total")},
+                                           "sampling_range", "prior_bounds", "i_total")
+                 if k in data.info},
         "input": prep.transform.to_json(), "output": prep.scaling.to_json(),
         "config": config.model_dump(mode="json"),
         "training": {"epochs": n_epochs, "best_epoch": best, "wall_s": wall_s,

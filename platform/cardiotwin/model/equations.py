@@ -102,8 +102,8 @@ N_CURRENTS = len(CURRENT_NAMES)
 CP0 = CUR0 + N_CURRENTS
 (CP_GK1, CP_GKR, CP_GKS, CP_GTO, CP_PCA, CP_PNA, CP_PK, CP_GCAT, CP_GNA, CP_GFNA, CP_GFK, CP_KNACA,
  CP_PNAK, CP_VUP, CP_VLEAK, CP_KS, CP_GBNA, CP_GBCA, CP_GPCA, CP_LIVE_NAK, CP_TFAC, CP_K1A,
- CP_K1B) = range(CP0, CP0 + 23)
-CP_GATE0 = CP0 + 23  # 5 rows per HH gate: x1/tfac, 1/x2, x5, 1/x6, tau_const*tfac
+ CP_K1B, CP_GSEAL, CP_ESEAL) = range(CP0, CP0 + 25)
+CP_GATE0 = CP0 + 25  # 5 rows per HH gate: x1/tfac, 1/x2, x5, 1/x6, tau_const*tfac
 N_ROWS = CP_GATE0 + 5 * N_HH_GATES
 N_CP = N_ROWS - CP0
 
@@ -126,9 +126,12 @@ def _col(inputs, name):
     return inputs[:, PARAMETER_INDEX[name]]
 
 
-def cell_constants(inputs: np.ndarray, tau_factor: float) -> np.ndarray:
-    """Per-cell constants (n_cells, N_CP) from model inputs (n_cells, 87) and the temperature
-    factor on gating time constants (see model.temperature)."""
+def cell_constants(inputs: np.ndarray, tau_factor: float, seal_g=0.0, seal_e_mV=0.0
+                   ) -> np.ndarray:
+    """Per-cell constants (n_cells, N_CP) from model inputs (n_cells, 87), the temperature
+    factor on gating time constants (see model.temperature) and the seal leak of current clamp
+    (conductance seal_g nS/pF = 1 / (R_seal Cm), reversal seal_e_mV; scalars or (n_cells,);
+    0 nS/pF: no leak)."""
     p = np.asarray(inputs, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != N_INPUTS:
         raise ValueError(f"inputs: expected shape (n_cells, {N_INPUTS}), found {p.shape}")
@@ -169,6 +172,8 @@ def cell_constants(inputs: np.ndarray, tau_factor: float) -> np.ndarray:
     k11, k12, k13, k14, k15 = (_col(p, f"IK1.xK1{i}") for i in range(1, 6))
     put(CP_K1A, 1.0 / k14 - 1.0 / k12)
     put(CP_K1B, k15 / k14 - k13 / k12 - np.log(k11))
+    put(CP_GSEAL, seal_g)
+    put(CP_ESEAL, seal_e_mV)
     for gi, names in enumerate(_HH_GATE_PARAMS):
         x1, x2, x5, x6, tc = (_col(p, nm) for nm in names)
         base = CP_GATE0 + 5 * gi
@@ -407,7 +412,9 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
     """Currents of lane c at its present state and membrane potential v (mV) (see rates); then
     one step of dt (ms): Rush-Larsen gates, forward Euler elsewhere, the RyR chain by backward
     Euler where it is stiff (voltage_terms must hold the same dt). In current clamp
-    (clamped = False) V moves by dt * (i_stim - I_ion). Returns dV/dt (mV/ms)."""
+    (clamped = False) V moves by dt * (i_stim - I_ion - I_seal), I_seal = g_seal (V - E_seal)
+    the seal leak of the recording (not a membrane current: no ion fluxes). Returns dV/dt
+    (mV/ms)."""
     (i_ion, d_casr, d_cai, d_nai, d_ki, d_r, d_o, d_i, fca_pull, a_ryr,
      b_ryr) = rates(ws, c, S, v, store_currents)
     fca = ws[FCA * S + c]
@@ -444,5 +451,8 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
     ws[RYR_I * S + c] = be_i if ryr_stiff else ri + dt * d_i
     dvdt = i_stim - i_ion
     if not clamped:
+        # the seal leak (pA/pF) flows through the seal, not the membrane: it moves V only
+        # (0 when the cell has no leak: subtracting 0.0 leaves dV/dt bit for bit)
+        dvdt = dvdt - ws[CP_GSEAL * S + c] * (v - ws[CP_ESEAL * S + c])
         ws[V_ * S + c] = v + dt * dvdt
     return dvdt

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ..features import STATUSES
 from ..runtime.threads import limit_numba_threads
 from .batch import CHUNK_CELLS, GPU_CHUNK_CELLS, simulate_batch
+from .calibration import POPULATION_STATUSES as STATUSES
 from .config import GenerationConfig
 from .manifest import MANIFEST
 from .sampling import sample_population
@@ -112,8 +112,10 @@ class ShardSimulator:
                 "nodes, under the same path")
         t_start = time.perf_counter()
         first, n = cfg.shard_bounds(index)
+        prior = cfg.prior_spec()
         m = sample_population(cfg.sampler, cfg.n_cells, cfg.spread, cfg.seed, first, n,
-                              design=self.design)
+                              design=self.design, prior=prior)
+        nuisance, seal_g, seal_e = prior.nuisance(cfg.seed, first, n)
         writer = ShardWriter(self.out, index, self.schema)
         counts: Counter[str] = Counter()
         times: dict[str, float] = defaultdict(float)     # seconds per stage
@@ -121,9 +123,13 @@ class ShardSimulator:
             step = GPU_CHUNK_CELLS if ctx.device == "gpu" else CHUNK_CELLS
             for a in range(0, n, step):
                 b = min(n, a + step)
-                st, bm, itot, tt = simulate_batch(ctx.protocol, m[a:b], cfg.ap_ms,
-                                                  cfg.temperature_K, ctx.decimation_factor,
-                                                  cfg.decimation, ctx.device)
+                st, bm, itot, tt = simulate_batch(
+                    ctx.protocol, m[a:b], cfg.ap_ms, cfg.temperature_K, ctx.decimation_factor,
+                    cfg.decimation, ctx.device,
+                    nuisance=None if prior.nuisance_factor == 1.0 else nuisance[a:b],
+                    seal=(None if prior.seal_g_nS_per_pF is None
+                          else (seal_g[a:b], seal_e[a:b])),
+                    calibration=cfg.calibration)
                 for stage, sec in tt.items():
                     times[stage] += sec
                 counts.update(st.tolist())

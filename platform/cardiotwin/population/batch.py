@@ -23,12 +23,18 @@ GPU_CHUNK_CELLS = 16384     # the same on a GPU actor (~0.7 MB of host memory pe
 
 def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
                    temperature_K: float, decimation_factor: int = 1, decimation: str = "mean",
-                   device: str = "cpu"
+                   device: str = "cpu", nuisance: np.ndarray | None = None,
+                   seal: tuple[np.ndarray, np.ndarray] | None = None, calibration=None
                    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, dict[str, float]]:
     """Voltage clamp and classification AP run of the cells of ``multipliers`` (n, 52):
     (statuses (n,), biomarkers {BATCH_KEYS: (n,)}, I_total (n, n_stored) float32 pA/pF,
-    seconds per stage {vc, ap, classify}). ``device`` "gpu" simulates with simulate.cuda."""
+    seconds per stage {vc, ap, classify}). ``device`` "gpu" simulates with simulate.cuda.
+    ``nuisance``: scales of the non-inferred inputs (n, len(prior.NUISANCE_INPUTS)), in both
+    runs; ``seal``: (g nS/pF, E mV) per cell, the AP run's seal leak; ``calibration``: a
+    population.calibration.Calibration applied to the statuses."""
     from ..model import inputs_from_multipliers
+    from ..simulate import SealLeak
+    from .prior import apply_nuisance
 
     simulate_voltage_clamp: Any
     simulate_current_clamp: Any
@@ -47,13 +53,18 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
 
     inputs = inputs_from_multipliers(np.asarray(multipliers, dtype=np.float32)
                                      .astype(np.float64))
+    if nuisance is not None:
+        inputs = apply_nuisance(inputs, nuisance)
     t0 = time.perf_counter()
     vc = simulate_voltage_clamp(protocol, inputs)
     t1 = time.perf_counter()
     cc = simulate_current_clamp(ap_duration_ms, inputs, temperature_K=temperature_K,
-                                record_interval_ms=AP_RECORD_INTERVAL_MS)
+                                record_interval_ms=AP_RECORD_INTERVAL_MS,
+                                seal=SealLeak(*seal) if seal is not None else None)
     t2 = time.perf_counter()
     statuses, markers = classify_batch(cc.t_ms, cc.v_mV)
+    if calibration is not None:
+        statuses = calibration.apply(statuses, markers)
     t3 = time.perf_counter()
     statuses = np.where(vc.unstable | cc.unstable, "unstable", statuses)
     itot = decimate(vc.i_total, decimation_factor, decimation)

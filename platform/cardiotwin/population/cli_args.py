@@ -27,6 +27,32 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                         "of the whole population (held in memory: 208 bytes per cell); sobol: "
                         "scrambled Sobol' points (cell i from (seed, i)) (default uniform)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed, >= 0 (default 0)")
+    pr = p.add_argument_group("prior and calibration (population/prior.py, calibration.py)")
+    pr.add_argument("--prior", choices=("uniform", "log_uniform"), default="uniform",
+                    help="uniform: all 52 multipliers in [1-r, 1+r]; log_uniform: the 6 "
+                         "conductances log-uniform in [1/f, f], the kinetic ones in [1-r, 1+r] "
+                         "(default uniform)")
+    pr.add_argument("--conductance-factor", type=float, default=3.0, metavar="F",
+                    help="log_uniform prior: conductance multipliers in [1/F, F] (default 3)")
+    pr.add_argument("--nuisance-factor", type=float, default=1.0, metavar="F",
+                    help="scale the non-inferred conductances, pumps and fluxes of each cell "
+                         "log-uniformly in [1/F, F] (default 1: not varied)")
+    pr.add_argument("--seal-g", type=_pair, default=None, metavar="LO:HI",
+                    help="seal leak of the AP run: conductance range in nS/pF, log-uniform "
+                         "(g = 1000 / (R_seal[MOhm] Cm[pF]); e.g. 0.003:0.1); default none")
+    pr.add_argument("--seal-e", type=_pair, default=(0.0, 0.0), metavar="LO:HI",
+                    help="seal reversal range in mV, uniform (default 0:0)")
+    pr.add_argument("--calibrate-to", nargs="+", default=None, metavar="FILE_OR_DIR",
+                    help="population calibration: keep as 'ok' only beating cells near the "
+                         "phenotype (CL, APD90, MDP) of one of these real AP recordings (CSV "
+                         "traces or directories); the others get status off_target")
+    pr.add_argument("--calibrate-include", default=None, metavar="GLOB",
+                    help="with --calibrate-to: only recordings whose file name matches, e.g. "
+                         "'*pre-drug*'")
+    pr.add_argument("--calibrate-tolerance", type=_triple, default=(0.2, 0.2, 6.0),
+                    metavar="CL:APD90:MDP",
+                    help="calibration tolerances: CL and APD90 fractions, MDP in mV (default "
+                         "0.2:0.2:6)")
     s = p.add_argument_group("simulation")
     s.add_argument("--protocol", default="protocol_a", metavar="P",
                    help="voltage-clamp protocol: a .csv (duration_ms,v_start_mV,v_end_mV or "
@@ -88,11 +114,40 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
+    parts = text.split(":")
+    try:
+        if len(parts) != n:
+            raise ValueError
+        return tuple(float(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
+
+
+def _pair(text: str) -> tuple[float, ...]:
+    return _floats(text, 2, "LO:HI (two numbers)")
+
+
+def _triple(text: str) -> tuple[float, ...]:
+    return _floats(text, 3, "CL:APD90:MDP (three numbers)")
+
+
 def config_from_args(a: argparse.Namespace):
     """The GenerationConfig of parsed arguments (ValueError on invalid values)."""
+    from .calibration import calibration_from_real
     from .config import GenerationConfig
 
+    calibration = None
+    if getattr(a, "calibrate_to", None):
+        cl, apd, mdp = a.calibrate_tolerance
+        calibration = calibration_from_real(a.calibrate_to, a.calibrate_include, cl_rel=cl,
+                                            apd90_rel=apd, mdp_abs_mV=mdp)
     return GenerationConfig.create(
+        prior=getattr(a, "prior", "uniform"),
+        conductance_factor=getattr(a, "conductance_factor", 3.0),
+        nuisance_factor=getattr(a, "nuisance_factor", 1.0),
+        seal_g_nS_per_pF=getattr(a, "seal_g", None), seal_e_mV=getattr(a, "seal_e", (0.0, 0.0)),
+        calibration=calibration,
         n_cells=a.n_cells, spread=a.spread, sampler=a.sampler, seed=a.seed,
         protocol=a.protocol, temperature_K=a.temperature_k, ap_duration_ms=a.ap_duration_ms,
         keep_rejected=a.keep_rejected, decimate_to_hz=a.decimate_to_hz,

@@ -37,7 +37,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..settings import Fraction as SpreadFraction
 from ..settings import (
@@ -51,6 +51,8 @@ from ..settings import (
     TemperatureK,
 )
 from ..storage.identity import canonical_json, identity_hash
+from .calibration import Calibration
+from .prior import Prior
 
 FORMAT = "cardiotwin.population/1"
 DEFAULT_AP_MS_WARM = 4000.0
@@ -60,6 +62,9 @@ AP_RECORD_INTERVAL_MS = 0.1  # the AP run is recorded (and classified) at 10 kHz
 # the protocol enters by its hash; the device changes I_total only at rounding level (a store
 # may be resumed on the other device); the shard timeout only guards against hung workers
 RUN_ONLY_FIELDS = ("n_workers", "out_dir", "protocol", "device", "shard_timeout_s")
+# fields of the prior and the calibration: in the identity only when not at their defaults
+PRIOR_FIELDS = ("prior", "conductance_factor", "nuisance_factor", "seal_g_nS_per_pF",
+                "seal_e_mV", "calibration")
 DEVICES = ("auto", "cpu", "gpu")
 SAMPLERS = ("uniform", "lhs", "sobol")
 
@@ -92,6 +97,22 @@ class GenerationConfig(Settings):
     ap_duration_ms: PositiveMs | None = Field(
         None, description="classification AP run length (ms, a multiple of 0.1); None: 4000 "
                           "at >= 305 K, 6000 below")
+    prior: Literal["uniform", "log_uniform"] = Field(
+        "uniform", description="uniform: all 52 multipliers U(1 - r, 1 + r); log_uniform: the 6 "
+                               "conductances log-uniform in [1/f, f] (f: conductance_factor), "
+                               "the kinetic ones U(1 - r, 1 + r) (population/prior.py)")
+    conductance_factor: float = Field(3.0, gt=1.0, le=100.0,
+                                      description="log_uniform prior: conductances in [1/f, f]")
+    nuisance_factor: float = Field(1.0, ge=1.0, le=100.0,
+                                   description="non-inferred conductances and fluxes scaled "
+                                               "log-uniformly in [1/f, f] (1: not varied)")
+    seal_g_nS_per_pF: tuple[float, float] | None = Field(
+        None, description="seal leak of the AP run: conductance range (nS/pF, log-uniform; "
+                          "g = 1000 / (R_seal[MOhm] Cm[pF])); None: no seal leak")
+    seal_e_mV: tuple[float, float] = Field((0.0, 0.0), description="seal reversal range (mV)")
+    calibration: Calibration | None = Field(
+        None, description="keep as 'ok' only beating cells near one of these phenotypes "
+                          "(population/calibration.py); None: no calibration")
     keep_rejected: bool = Field(False, description="also store cells that fail the filter")
     decimate_to_hz: PositiveHz | None = Field(
         None, description="store I_total at this rate (Hz; must divide the protocol's rate); "
@@ -123,6 +144,12 @@ class GenerationConfig(Settings):
             raise ValueError(f"ap_duration_ms must be a multiple of {AP_RECORD_INTERVAL_MS} ms, "
                              f"found {v}")
         return float(v)
+
+    @model_validator(mode="after")
+    def _prior_valid(self):
+        """The seal ranges are checked by the Prior they make."""
+        self.prior_spec()
+        return self
 
     # ---- derived ---------------------------------------------------------------------------
 
@@ -169,12 +196,26 @@ class GenerationConfig(Settings):
                              f"protocol's sampling rate ({rate:g} Hz) by a whole number")
         return round(k)
 
+    def prior_spec(self) -> Prior:
+        """The population prior (multipliers, nuisance scales, seal leak)."""
+        return Prior(kind=self.prior, spread=self.spread,
+                     conductance_factor=self.conductance_factor,
+                     nuisance_factor=self.nuisance_factor,
+                     seal_g_nS_per_pF=self.seal_g_nS_per_pF, seal_e_mV=self.seal_e_mV)
+
     def identity(self, protocol_hash: str) -> dict[str, Any]:
         """Every field that changes the data, in canonical form (run-only fields removed, the
-        protocol by its hash, the AP length resolved, the parameter registry version added)."""
+        protocol by its hash, the AP length resolved, the parameter registry version added).
+        The prior's and calibration's fields enter only when they differ from the source
+        study's design (so stores written before they existed keep their hash)."""
         from ..model.parameters import REGISTRY_VERSION
 
         d = self.model_dump(mode="json", exclude=set(RUN_ONLY_FIELDS))
+        needed = {"conductance_factor": self.prior == "log_uniform",
+                  "seal_e_mV": self.seal_g_nS_per_pF is not None}
+        for name in PRIOR_FIELDS:
+            if not needed.get(name, d[name] != _DEFAULTS[name]):
+                del d[name]
         d["ap_duration_ms"] = self.ap_ms
         if self.decimate_to_hz is None:
             d["decimation"] = None
@@ -188,3 +229,7 @@ class GenerationConfig(Settings):
         """sha256 of the canonical JSON of :meth:`identity`."""
         return identity_hash(self.identity(protocol_hash))
 
+
+
+_DEFAULTS = {name: (GenerationConfig.model_fields[name].default if name != "seal_e_mV"
+                    else [0.0, 0.0]) for name in PRIOR_FIELDS}

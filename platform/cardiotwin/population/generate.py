@@ -71,7 +71,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from ..features import STATUSES
 from ..model.parameters import INFERRED_NAMES, REGISTRY_VERSION
 from ..runtime.fanout import FanOut
 from ..runtime.ray_setup import init_ray, ray_runtime_env
@@ -81,6 +80,7 @@ from ..storage.lock import DirectoryLock
 from ..storage.outdir import check_writable, claim_output_dir
 from .actor import TEST_ENV_PREFIX, ShardContext, ShardSimulator
 from .batch import simulate_batch, warm_kernels
+from .calibration import POPULATION_STATUSES as STATUSES
 from .config import AP_RECORD_INTERVAL_MS, DEVICES, FORMAT, GenerationConfig
 from .manifest import MANIFEST, PopulationManifest, RunRecord, ShardEntry, Totals
 from .sampling import lhs_design
@@ -157,7 +157,10 @@ def _new_manifest(cfg: GenerationConfig, protocol, k: int, identity: dict[str, A
         "sampling": {"sampler": cfg.sampler, "spread": cfg.spread,
                      "range": [1.0 - cfg.spread, 1.0 + cfg.spread], "seed": cfg.seed,
                      "cell_seed": CELL_SEED[cfg.sampler],
-                     "dtype": "float32 (simulated with these values)"},
+                     "dtype": "float32 (simulated with these values)",
+                     "prior": cfg.prior_spec().describe(),
+                     "calibration": (cfg.calibration.model_dump(mode="json")
+                                     if cfg.calibration is not None else None)},
         "simulation": {
             "voltage_clamp": {"protocol_hash": protocol.protocol_hash,
                               "temperature_K": protocol.temperature_K,

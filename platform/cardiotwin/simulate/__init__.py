@@ -3,10 +3,11 @@
 from .api import (
                   CurrentClampResult,
                   Pacing,
+                  SealLeak,
                   VoltageClampResult,
                   simulate_current_clamp,
                   simulate_voltage_clamp,
 )
 
-__all__ = ["CurrentClampResult", "Pacing", "VoltageClampResult", "simulate_current_clamp",
-           "simulate_voltage_clamp"]
+__all__ = ["CurrentClampResult", "Pacing", "SealLeak", "VoltageClampResult",
+           "simulate_current_clamp", "simulate_voltage_clamp"]

@@ -8,6 +8,7 @@ Units: ms, mV, pA/pF, mM, K.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,46 @@ class Pacing:
             out += [t for t in (onset, onset + self.width_ms) if 0.0 < t < duration_ms]
             k += 1
         return out
+
+
+@dataclass(frozen=True)
+class SealLeak:
+    """The seal leak of a current-clamp recording, I_seal = g (V - E) (pA/pF): current through
+    the pipette-membrane seal, which the amplifier's current clamp cannot tell from the cell's
+    own. ``conductance_nS_per_pF`` g = 1 / (R_seal Cm) and ``reversal_mV`` E (near 0 mV for a
+    seal), each a scalar or one value per cell. Depolarizes the diastolic potential and shortens
+    the AP of cells with small I_K1 (iPSC-CMs: Clark et al. 2022)."""
+
+    conductance_nS_per_pF: Any = 0.0
+    reversal_mV: Any = 0.0
+
+    @classmethod
+    def from_resistance(cls, resistance_MOhm, cm_pF, reversal_mV=0.0) -> SealLeak:
+        """From the seal resistance (MOhm) and membrane capacitance (pF): g = 1000 / (R Cm)
+        nS/pF."""
+        r = np.asarray(resistance_MOhm, dtype=np.float64)
+        cm = np.asarray(cm_pF, dtype=np.float64)
+        for name, x in (("seal resistance (MOhm)", r), ("Cm (pF)", cm)):
+            if not (np.all(np.isfinite(x)) and np.all(x > 0)):
+                raise ValueError(f"{name} must be positive and finite, found {x!r}")
+        return cls(1e3 / (r * cm), reversal_mV)
+
+    def per_cell(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(g nS/pF, E mV) as (n,) float64 arrays; ValueError for a negative or non-finite
+        conductance, a non-finite reversal or a length that is neither 1 nor n."""
+        out = []
+        for name, x in (("seal conductance (nS/pF)", self.conductance_nS_per_pF),
+                        ("seal reversal (mV)", self.reversal_mV)):
+            a = np.asarray(x, dtype=np.float64).reshape(-1)
+            if a.size not in (1, n):
+                raise ValueError(f"{name}: expected one value or {n} (one per cell), found "
+                                 f"{a.size}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} must be finite, found {a!r}")
+            out.append(np.broadcast_to(a, (n,)).astype(np.float64))
+        if np.any(out[0] < 0):
+            raise ValueError(f"seal conductance must be >= 0 nS/pF, found {out[0].min()}")
+        return out[0], out[1]
 
 
 @dataclass
@@ -139,13 +180,17 @@ def vc_setup(protocol: Protocol, inputs, temperature_K: float | None, initial_st
 
 
 def cc_setup(duration_ms: float, inputs, temperature_K: float, record_interval_ms: float,
-             pacing: Pacing | None, prepace_ms: float, initial_state):
+             pacing: Pacing | None, prepace_ms: float, initial_state,
+             seal: SealLeak | None = None):
     """Checked inputs of a current-clamp run (shared by the CPU and GPU simulators):
-    (cell constants, initial states, steps per sample, dt (ms), number of samples after t = 0,
-    stimulus amplitude (0 when free-running), Pacing)."""
+    (cell constants with the seal leak, initial states, steps per sample, dt (ms), number of
+    samples after t = 0, stimulus amplitude (0 when free-running), Pacing)."""
     p = _as_inputs(inputs)
     n = p.shape[0]
-    cp = cell_constants(p, tau_factor(temperature_K))
+    if seal is not None and not isinstance(seal, SealLeak):
+        raise TypeError(f"seal must be a SealLeak, found {type(seal).__name__}")
+    g_seal, e_seal = (seal or SealLeak()).per_cell(n)
+    cp = cell_constants(p, tau_factor(temperature_K), g_seal, e_seal)
     y0 = _as_state(initial_state, n)
     if not (np.isfinite(duration_ms) and duration_ms > 0):
         raise ValueError(f"duration_ms must be a positive number, found {duration_ms!r}")
@@ -190,17 +235,19 @@ def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: fl
 def simulate_current_clamp(duration_ms: float, inputs=None, *, temperature_K: float = 310.0,
                            record_interval_ms: float = 0.1, pacing: Pacing | None = None,
                            prepace_ms: float = 0.0, initial_state=None, dv_max_mV: float = 0.5,
-                           max_substeps: int = 64) -> CurrentClampResult:
+                           max_substeps: int = 64, seal: SealLeak | None = None
+                           ) -> CurrentClampResult:
     """Free-running (or paced) membrane potential for ``duration_ms``, recorded every
     ``record_interval_ms`` at t = 0 ... duration (inclusive).
 
     ``prepace_ms`` > 0 first runs the same conditions (free-running or paced) for that long
     without recording and starts the recording from the state reached (towards steady state).
     Adaptive sub-steps keep V changes below ``dv_max_mV`` per step around upstrokes.
+    ``seal``: the recording's seal leak (:class:`SealLeak`, per cell or shared; None: none).
     """
     cp, y0, rec_every, dt, n_rec, amp, stim = cc_setup(
         duration_ms, inputs, temperature_K, record_interval_ms, pacing, prepace_ms,
-        initial_state)
+        initial_state, seal)
     n = cp.shape[0]
 
     def run(y_start, n_steps, every, n_out, start_ms):

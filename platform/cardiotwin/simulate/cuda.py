@@ -66,7 +66,7 @@ from ..model.equations import (
     voltage_terms,
 )
 from ..model.parameters import N_STATES
-from .api import CurrentClampResult, Pacing, VoltageClampResult, cc_setup, vc_setup
+from .api import CurrentClampResult, Pacing, SealLeak, VoltageClampResult, cc_setup, vc_setup
 from .kernels import V_LIMIT, _floor, _stimulus
 
 try:  # numba's CUDA target: the simulator when NUMBA_ENABLE_CUDASIM=1; no driver is touched here
@@ -405,6 +405,7 @@ def simulate_current_clamp_gpu(duration_ms: float, inputs=None, *, temperature_K
                                record_interval_ms: float = 0.1, pacing: Pacing | None = None,
                                prepace_ms: float = 0.0, initial_state=None,
                                dv_max_mV: float = 0.5, max_substeps: int = 64,
+                               seal: SealLeak | None = None,
                                decimate: int = 1, record_cai: bool = True,
                                max_cells_per_launch: int | None = None,
                                threads_per_block: int = THREADS_PER_BLOCK
@@ -417,7 +418,7 @@ def simulate_current_clamp_gpu(duration_ms: float, inputs=None, *, temperature_K
     keep = _check_decimate(decimate)
     cp, y0, rec_every, dt, n_rec, amp, stim = cc_setup(
         duration_ms, inputs, temperature_K, record_interval_ms, pacing, prepace_ms,
-        initial_state)
+        initial_state, seal)
     n = cp.shape[0]
     k = kernel("cc")
 

@@ -20,6 +20,8 @@ from ..model.equations import (
     CAI,
     CASR,
     CP0,
+    CP_ESEAL,
+    CP_GSEAL,
     CP_TFAC,
     DEC0,
     FCA,
@@ -40,7 +42,7 @@ from ..model.equations import (
 )
 from ..model.parameters import N_STATES
 from ..protocols import Protocol
-from .api import Pacing, cc_setup, vc_setup
+from .api import Pacing, SealLeak, cc_setup, vc_setup
 
 TAU_PROBE_MS = 1e-5  # probe step whose Rush-Larsen decay gives each gate's tau
 _GATE_STATES = np.array(GATE_STATES, dtype=np.int64)
@@ -67,7 +69,7 @@ def derivatives(y, cp, v, clamped, i_stim, out):
             is_gate = is_gate or _GATE_STATES[g] == r
         if not is_gate:
             out[r] = 0.0
-    out[V_] = 0.0 if clamped else i_stim - i_ion
+    out[V_] = 0.0 if clamped else i_stim - i_ion - ws[CP_GSEAL] * (v - ws[CP_ESEAL])
     out[CASR] = d_casr
     out[CAI] = d_cai
     out[NAI] = d_nai
@@ -139,7 +141,8 @@ def simulate_voltage_clamp_stiff(protocol: Protocol, inputs=None, *,
 
 def simulate_current_clamp_stiff(duration_ms: float, inputs=None, *,
                                  temperature_K: float = 310.0, record_interval_ms: float = 0.1,
-                                 pacing: Pacing | None = None, initial_state=None,
+                                 pacing: Pacing | None = None, seal: SealLeak | None = None,
+                                 initial_state=None,
                                  method: str = "BDF", rtol: float = 1e-8, atol: float = 1e-10
                                  ) -> tuple[np.ndarray, np.ndarray]:
     """Membrane potential (mV) of ONE cell, free-running or paced, recorded every
@@ -147,7 +150,8 @@ def simulate_current_clamp_stiff(duration_ms: float, inputs=None, *,
     prepacing). Returns (t_ms, v_mV) float64. RuntimeError when the solver fails."""
     _check_method(method)
     cp, y0, _, _, n_rec, amp, stim = cc_setup(duration_ms, inputs, temperature_K,
-                                              record_interval_ms, pacing, 0.0, initial_state)
+                                              record_interval_ms, pacing, 0.0, initial_state,
+                                              seal)
     if cp.shape[0] != 1:
         raise ValueError(f"the stiff reference integrates one cell, found {cp.shape[0]}")
     cp0 = cp[0]

@@ -118,6 +118,11 @@ def run_twin(a: argparse.Namespace) -> int:
     if a.ap_recording:
         ap = read_ap_csv(a.ap_recording) if _is_csv(a.ap_recording) \
             else read_ap_abf(a.ap_recording)
+        if a.ap_seal_resistance_mohm is not None or a.ap_cm_pf is not None:
+            ap = ap.with_seal(a.ap_seal_resistance_mohm, a.ap_cm_pf, a.ap_seal_reversal_mv)
+    elif a.ap_seal_resistance_mohm is not None or a.ap_cm_pf is not None:
+        raise ValueError("twin: --ap-seal-resistance-mohm / --ap-cm-pf describe the "
+                         "--ap-recording's seal; give the AP recording too")
     done: list[tuple[str, Any, Any]] = []   # (file, twin, checked recording)
     failed: list[str] = []
     for path in a.recording:
@@ -177,6 +182,15 @@ def register(subparsers: Any) -> None:
     tw.add_argument("--ap-recording", default=None, metavar="FILE",
                     help="current-clamp recording of the same cell (ABF or CSV: t_ms, v_mV) to "
                          "compare; one recording only")
+    tw.add_argument("--ap-seal-resistance-mohm", type=float, default=None, metavar="MOHM",
+                    help="seal resistance of the AP recording (MOhm; with --ap-cm-pf): the "
+                         "twin's AP is simulated with the same seal leak, g = 1000 / (R Cm) "
+                         "nS/pF, so twin and recording compare like for like (the lab's Rm "
+                         "of a current-clamp trial is an upper bound of the seal's)")
+    tw.add_argument("--ap-cm-pf", type=float, default=None, metavar="PF",
+                    help="membrane capacitance of the AP recording's cell (pF)")
+    tw.add_argument("--ap-seal-reversal-mv", type=float, default=0.0, metavar="MV",
+                    help="reversal potential of the seal leak (mV, default 0)")
     tw.add_argument("--temperature-k", type=float, default=None,
                     help="temperature of the twin's AP in K (default: the protocol's)")
     tw.add_argument("--ap-duration-ms", type=float, default=10000.0,

@@ -59,6 +59,7 @@ class Twin:
     out_of_distribution: dict[str, Any] | None = None
     posterior_samples: np.ndarray | None = field(default=None, repr=False)
     ap_prediction: dict[str, Any] | None = None
+    ap_seal: dict[str, float] | None = None  # the seal leak of the twin's AP run, if any
 
     def to_json(self, figure: bool = False) -> dict[str, Any]:
         """The twin as JSON-ready data (ARCHITECTURE.md twin contract); ``figure``: add the
@@ -73,7 +74,7 @@ class Twin:
             "fit": self.fit, "status": self.status, "biomarkers": _clean(self.biomarkers),
             "comparison": self.comparison, "timings_s": self.timings_s,
             "simulation_batch_size": self.batch_size,
-            "recording": self.recording,
+            "recording": self.recording, "ap_seal": self.ap_seal,
         }
         if figure:
             out["figure_png_base64"] = base64.b64encode(plot_twin(self)).decode()
@@ -203,11 +204,12 @@ def simulate_twins(protocol, twins: list[Twin], recordings: list[Recording], *,
     ap_prediction, traces and timings in place."""
     from ..features import analyze_trace
     from ..model.parameters import inputs_from_multipliers
-    from ..simulate import simulate_current_clamp, simulate_voltage_clamp
+    from ..simulate import SealLeak, simulate_current_clamp, simulate_voltage_clamp
 
     if not twins:
         return
     ap_recordings = ap_recordings or [None] * len(twins)
+    seals = [ap.seal() if ap is not None else None for ap in ap_recordings]
     rows: list[list[int]] = []        # rows of each twin: its point estimate, then samples
     stack = []
     for tw in twins:
@@ -230,13 +232,25 @@ def simulate_twins(protocol, twins: list[Twin], recordings: list[Recording], *,
     for temp in sorted({tw.temperature_K for tw in twins}):
         idx = [i for i, tw in enumerate(twins) if tw.temperature_K == temp]
         sel = [j for i in idx for j in rows[i]]
+        # the AP of a recording whose seal is known is simulated with that seal (like for
+        # like); the others without one
+        g = np.array([float(seals[i].conductance_nS_per_pF) if seals[i] else 0.0
+                      for i in idx for _ in rows[i]])
+        e = np.array([float(seals[i].reversal_mV) if seals[i] else 0.0
+                      for i in idx for _ in rows[i]])
         t3 = time.perf_counter()
         cc = simulate_current_clamp(ap_duration_ms, inputs[sel], temperature_K=temp,
-                                    record_interval_ms=0.1, prepace_ms=prepace_ms)
+                                    record_interval_ms=0.1, prepace_ms=prepace_ms,
+                                    seal=SealLeak(g, e) if g.any() else None)
         t4 = time.perf_counter()
         where = {j: k for k, j in enumerate(sel)}
         for i in idx:
             tw = twins[i]
+            if seals[i] is not None:
+                ap = ap_recordings[i]
+                tw.ap_seal = {"conductance_nS_per_pF": float(seals[i].conductance_nS_per_pF),
+                              "reversal_mV": float(seals[i].reversal_mV),
+                              "resistance_MOhm": ap.seal_resistance_MOhm, "cm_pF": ap.cm_pF}
             feats = [analyze_trace(cc.t_ms, cc.v_mV[where[j]]) for j in rows[i]]
             unstable = [bool(vc.unstable[j] or cc.unstable[where[j]]) for j in rows[i]]
             v = cc.v_mV[where[rows[i][0]]]

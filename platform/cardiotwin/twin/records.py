@@ -212,6 +212,34 @@ class APRecording:
     channels: tuple[Channel, ...] = ()
     abf_version: str | None = None
     notes: tuple[str, ...] = ()
+    seal_resistance_MOhm: float | None = None  # the recording's seal (MOhm), when known ...
+    cm_pF: float | None = None                 # ... with the cell's Cm (pF)
+    seal_reversal_mV: float = 0.0
+
+    def seal(self):
+        """The recording's seal leak (:class:`cardiotwin.simulate.SealLeak`) when its seal
+        resistance and Cm are known, else None."""
+        from ..simulate import SealLeak
+
+        if self.seal_resistance_MOhm is None or self.cm_pF is None:
+            return None
+        return SealLeak.from_resistance(self.seal_resistance_MOhm, self.cm_pF,
+                                        self.seal_reversal_mV)
+
+    def with_seal(self, resistance_MOhm: float | None, cm_pF: float | None,
+                  reversal_mV: float = 0.0) -> APRecording:
+        """A copy that knows its seal (checked: positive finite R and Cm, finite E)."""
+        import dataclasses
+
+        out = dataclasses.replace(self, seal_resistance_MOhm=resistance_MOhm, cm_pF=cm_pF,
+                                  seal_reversal_mV=float(reversal_mV))
+        if (resistance_MOhm is None) != (cm_pF is None):
+            raise fail(self.source, "seal", "give both the seal resistance (MOhm) and Cm (pF), "
+                       "or neither")
+        if not np.isfinite(out.seal_reversal_mV):
+            raise fail(self.source, "seal_reversal_mV", f"must be finite, found {reversal_mV}")
+        out.seal()  # validates R and Cm
+        return out
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "t_ms", _frozen(self.t_ms))
