@@ -66,26 +66,17 @@ class MatchCriterion:
         if k == 0 or n == 0:
             return idx, best
         r = real[:, _COLS]                                   # (k, 3)
-        scale = r * np.array([self.cl_rel, self.apd90_rel, 1.0])
-        scale[:, 2] = self.mdp_abs_mV
-        with np.errstate(invalid="ignore", divide="ignore"):
-            inv = 1.0 / np.abs(scale)                        # (k, 3); NaN for NaN real values
+        inv = self._inverse_tolerances(r)
         ok_real = np.all(np.isfinite(r), axis=1) & np.all(np.isfinite(inv), axis=1)
         if not ok_real.any():
             return idx, best
         rr, ii = r[ok_real], inv[ok_real]
         s = synth[:, _COLS]
-        s = np.where(np.isfinite(s), s, np.nan)
         step = chunk_size or max(1, BLOCK_ELEMENTS // rr.shape[0])
         b_best = np.full(rr.shape[0], np.inf)
         b_idx = np.full(rr.shape[0], -1, dtype=np.int64)
         for lo in range(0, n, step):
-            blk = s[lo:lo + step]                            # (m, 3)
-            d = np.abs(blk[None, :, 0] - rr[:, None, 0]) * ii[:, None, 0]
-            for c in (1, 2):
-                np.maximum(d, np.abs(blk[None, :, c] - rr[:, None, c]) * ii[:, None, c], out=d)
-            # NaN (an undefined synthetic value) never wins: np.maximum propagates it
-            d[np.isnan(d)] = np.inf
+            d = _scaled_distances(rr, ii, s[lo:lo + step])
             j = np.argmin(d, axis=1)
             dj = d[np.arange(d.shape[0]), j]
             better = dj < b_best
@@ -95,6 +86,29 @@ class MatchCriterion:
         best[ok_real], idx[ok_real] = b_best, b_idx
         return idx, best
 
+    def _inverse_tolerances(self, r: np.ndarray) -> np.ndarray:
+        """1 / tolerance per (reference cell, matched key): (k, 3); NaN for NaN values."""
+        scale = r * np.array([self.cl_rel, self.apd90_rel, 1.0])
+        scale[:, 2] = self.mdp_abs_mV
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 1.0 / np.abs(scale)
+
+    def near_any(self, references, cells) -> np.ndarray:
+        """(m,) bool: which ``cells`` ((m, 3): CL ms, APD90 ms, MDP mV) lie within the
+        tolerances of at least one of ``references`` ((k, 3), the tolerances relative to the
+        reference's values, as a real cell's in :meth:`nearest`); NaN values never match.
+        Population calibration keeps its cells by this."""
+        r = np.asarray(references, np.float64).reshape(-1, 3)
+        c = np.asarray(cells, np.float64).reshape(-1, 3)
+        inv = self._inverse_tolerances(r)
+        ok = np.all(np.isfinite(r), axis=1) & np.all(np.isfinite(inv), axis=1)
+        out = np.zeros(c.shape[0], bool)
+        step = max(1, BLOCK_ELEMENTS // max(int(ok.sum()), 1))
+        for lo in range(0, c.shape[0], step):
+            out[lo:lo + step] = (_scaled_distances(r[ok], inv[ok], c[lo:lo + step]) <= 1.0
+                                 ).any(axis=0)
+        return out
+
     def match(self, real_values, synth_values, *, chunk_size: int | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
         """(matched (k,) bool, nearest (k,) int64): whether each real cell (rows of
@@ -103,6 +117,18 @@ class MatchCriterion:
         scaled distance (-1 when none), see :meth:`nearest`."""
         idx, dist = self.nearest(real_values, synth_values, chunk_size=chunk_size)
         return dist <= 1.0, idx
+
+
+def _scaled_distances(ref: np.ndarray, inv: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(k, m) scaled distances (module docstring) of ``cells`` (m, 3) from ``ref`` (k, 3) with
+    inverse tolerances ``inv`` (k, 3); inf where a cell value is undefined."""
+    blk = np.where(np.isfinite(cells), cells, np.nan)
+    d = np.abs(blk[None, :, 0] - ref[:, None, 0]) * inv[:, None, 0]
+    for c in (1, 2):
+        np.maximum(d, np.abs(blk[None, :, c] - ref[:, None, c]) * inv[:, None, c], out=d)
+    # NaN (an undefined cell value) never wins: np.maximum propagates it
+    d[np.isnan(d)] = np.inf
+    return d
 
 
 def _as_values(x, what: str) -> np.ndarray:

@@ -52,13 +52,7 @@ class Calibration(Settings):
         cells = np.stack([np.asarray(x, np.float64) for x in (cycle_length_ms, apd90_ms,
                                                                mdp_mV)], axis=1)
         t = np.array([[x.cycle_length_ms, x.apd90_ms, x.mdp_mV] for x in self.targets])
-        scale = t * np.array([self.cl_rel, self.apd90_rel, 0.0]) + np.array(
-            [0.0, 0.0, self.mdp_abs_mV])
-        near = np.zeros(cells.shape[0], bool)
-        with np.errstate(invalid="ignore"):
-            for target, tol in zip(t, scale, strict=True):
-                near |= np.all(np.abs(cells - target) <= tol, axis=1)
-        return near
+        return self.criterion().near_any(t, cells)
 
     def apply(self, statuses: np.ndarray, biomarkers: dict[str, np.ndarray]) -> np.ndarray:
         """Statuses with 'ok' cells near no target turned 'off_target'."""
