@@ -197,3 +197,59 @@ def test_seal_leak_depolarizes_and_matches_the_stiff_reference():
     assert np.max(np.abs(v[plateau] - v_ref[plateau])) < 0.2
     no_seal = simulate_current_clamp(300.0).v_mV[0]
     assert no_seal.max() < -30.0 < v.max()                   # without the leak: no AP yet
+
+
+# ---- a generated population: its prior is what the manifest says -------------------------------
+
+@pytest.fixture(scope="module")
+def calibrated_store(ray_session, short_protocol_path, tmp_path_factory):
+    from cardiotwin.population import generate_population
+
+    cal = Calibration(targets=[PhenotypeTarget(name="a", cycle_length_ms=1700, apd90_ms=420,
+                                               mdp_mV=-75)],
+                      cl_rel=0.5, apd90_rel=0.5, mdp_abs_mV=10.0, source="test")
+    cfg = GenerationConfig(n_cells=48, shard_size=24, n_workers=2, seed=3, keep_rejected=True,
+                           protocol=str(short_protocol_path), ap_duration_ms=4000.0,
+                           prior="log_uniform", conductance_factor=2.0, spread=0.2,
+                           nuisance_factor=1.5, seal_g_nS_per_pF=(0.002, 0.01),
+                           seal_e_mV=(-2.0, 2.0), calibration=cal,
+                           out_dir=str(tmp_path_factory.mktemp("pop") / "prior"))
+    return cfg, generate_population(cfg, progress=False, echo=None)
+
+
+def test_calibrated_population_is_what_its_manifest_says(calibrated_store):
+    from cardiotwin.learn.dataset import load_dataset, prior_bounds
+    from cardiotwin.population import list_to_numpy
+
+    cfg, store = calibrated_store
+    sampling = store.manifest["sampling"]
+    prior = sampling["prior"]
+    assert prior["kind"] == "log_uniform" and prior["conductance_factor"] == 2.0
+    assert prior["seal_g_nS_per_pF"] == [0.002, 0.01] and prior["nuisance_factor"] == 1.5
+    assert sampling["calibration"]["targets"][0]["apd90_ms"] == 420
+    assert store.manifest["config"]["calibration"]["source"] == "test"
+    t = store.read_table()
+    ids = t.column("cell_id").to_numpy()
+    m = list_to_numpy(t.column("multipliers"))
+    low, high, log = (np.asarray(prior["multipliers"][k]) for k in ("low", "high", "log"))
+    assert np.all(m >= low - 1e-6) and np.all(m <= high + 1e-6)
+    order = np.argsort(ids)
+    expected = sample_population("uniform", 48, 0.2, 3, prior=cfg.prior_spec())
+    np.testing.assert_array_equal(m[order], expected[ids[order]])
+    # the stored statuses are the calibration's verdict on the stored biomarkers
+    st = np.array(t.column("status").to_pylist())
+    bm = {k: t.column(k).to_numpy(zero_copy_only=False).astype(float)
+          for k in ("cycle_length_ms", "apd90_ms", "mdp_mV")}
+    beating_ok = np.isin(st, ["ok", OFF_TARGET])
+    near = cfg.calibration.near_target(bm["cycle_length_ms"], bm["apd90_ms"], bm["mdp_mV"])
+    assert np.array_equal(st[beating_ok] == "ok", near[beating_ok])
+    counts = store.manifest["totals"]["status_counts"]
+    assert sum(counts.values()) == 48 and counts["ok"] > 0 and counts[OFF_TARGET] > 0, counts
+    # training follows the prior: the dataset's unit scale is the manifest's
+    data = load_dataset(store.path, statuses=("ok", OFF_TARGET, "quiescent",
+                                              "non_repolarizing"))
+    assert data.info["prior_bounds"] == prior_bounds(store.meta)
+    sc = OutputScaling.from_bounds(data.info["prior_bounds"])
+    np.testing.assert_array_equal(sc.log, log)
+    u = sc.to_unit(data.multipliers["train"])
+    assert u.min() >= -1e-6 and u.max() <= 1 + 1e-6
