@@ -127,7 +127,8 @@ def test_one_recording_printed_parameters_only(flow_model, recordings, capsys):
 
 @pytest.mark.parametrize("case", ["same_stem", "several_without_out_dir", "out_and_out_dir",
                                   "ap_recording_with_several", "negative_samples",
-                                  "out_dir_parent_missing"])
+                                  "out_dir_parent_missing", "seal_without_ap",
+                                  "seal_without_cm"])
 def test_inconsistent_options_refused_before_any_work(case, tmp_path, capsys):
     """Refused in one line, before the (here missing) model is loaded or anything written."""
     a, b = tmp_path / "x" / "cell.abf", tmp_path / "y" / "cell.csv.gz"
@@ -140,13 +141,18 @@ def test_inconsistent_options_refused_before_any_work(case, tmp_path, capsys):
                                       "--ap-recording", "ap.abf"],
         "negative_samples": [str(a), "--ap-samples", "-1"],
         "out_dir_parent_missing": [str(a), "--out-dir", str(tmp_path / "no" / "out")],
+        "seal_without_ap": [str(a), "--ap-seal-resistance-mohm", "1000", "--ap-cm-pf", "50"],
+        "seal_without_cm": [str(a), "--ap-recording", "ap.csv", "--ap-seal-resistance-mohm",
+                            "1000"],
     }[case]
     want = {"same_stem": f"{a} and {b} have the same name 'cell'",
             "several_without_out_dir": "2 recordings need --out-dir",
             "out_and_out_dir": "--out and --out-dir together",
             "ap_recording_with_several": "--ap-recording is for one recording",
             "negative_samples": "--ap-samples: expected 0 or more, found -1",
-            "out_dir_parent_missing": "parent directory does not exist"}[case]
+            "out_dir_parent_missing": "parent directory does not exist",
+            "seal_without_ap": "give the AP recording too",
+            "seal_without_cm": "give both --ap-seal-resistance-mohm and --ap-cm-pf"}[case]
     assert main(["twin", *args, "--model", str(tmp_path / "no_model")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cardiotwin: error: ") and err.count("\n") == 1, err
@@ -159,3 +165,25 @@ def test_stem_strips_gz_and_format():
 
     assert [_stem(p) for p in ("d/A.abf", "B.csv", "C.CSV.GZ", str(Path("e") / "D.x.abf"))] \
         == ["A", "B", "C", "D.x"]
+
+
+def test_ap_recording_with_its_seal_is_simulated_with_it(flow_model, recordings, tmp_path):
+    """The twin's AP of a recording with a known seal (1 GOhm, 50 pF: 0.02 nS/pF) runs with
+    that leak: the JSON says so, and the same parameters give another AP."""
+    _, model_dir, _ = flow_model
+    ap = Path(__file__).parent / "data" / "real_4_021921_1_alex_control__pre-drug_spont_0-3s.csv.gz"
+    twins = {}
+    for name, extra in (("plain", []), ("sealed", ["--ap-seal-resistance-mohm", "1000",
+                                                   "--ap-cm-pf", "50"])):
+        out = tmp_path / f"{name}.json"
+        assert main(["twin", str(recordings["cell_a_vc"]), "--model", str(model_dir),
+                     "--ap-recording", str(ap), "--ap-duration-ms", "3000", "--ap-samples",
+                     "0", "--out", str(out), *extra]) == 0
+        twins[name] = json.loads(out.read_text())
+    assert twins["plain"]["ap_seal"] is None
+    seal = twins["sealed"]["ap_seal"]
+    assert seal["conductance_nS_per_pF"] == pytest.approx(0.02)
+    assert seal["resistance_MOhm"] == 1000 and seal["cm_pF"] == 50 and seal["reversal_mV"] == 0
+    assert twins["sealed"]["biomarkers"] != twins["plain"]["biomarkers"]   # another AP
+    assert twins["sealed"]["parameters"] == twins["plain"]["parameters"]   # the same cell
+    assert twins["sealed"]["comparison"] is not None

@@ -48,6 +48,13 @@ def _check_args(a: argparse.Namespace) -> Path | None:
     if a.ap_recording and len(recs) > 1:
         raise ValueError(f"twin: --ap-recording is for one recording, found {len(recs)} "
                          "recordings")
+    seal = (a.ap_seal_resistance_mohm, a.ap_cm_pf)
+    if any(x is not None for x in seal) and not a.ap_recording:
+        raise ValueError("twin: --ap-seal-resistance-mohm / --ap-cm-pf describe the "
+                         "--ap-recording's seal; give the AP recording too")
+    if (seal[0] is None) != (seal[1] is None):
+        raise ValueError("twin: give both --ap-seal-resistance-mohm and --ap-cm-pf (the seal "
+                         "conductance is 1000 / (R Cm) nS/pF)")
     if a.ap_samples < 0:
         raise ValueError(f"twin: --ap-samples: expected 0 or more, found {a.ap_samples}")
     seen: dict[str, str] = {}
@@ -120,9 +127,6 @@ def run_twin(a: argparse.Namespace) -> int:
             else read_ap_abf(a.ap_recording)
         if a.ap_seal_resistance_mohm is not None or a.ap_cm_pf is not None:
             ap = ap.with_seal(a.ap_seal_resistance_mohm, a.ap_cm_pf, a.ap_seal_reversal_mv)
-    elif a.ap_seal_resistance_mohm is not None or a.ap_cm_pf is not None:
-        raise ValueError("twin: --ap-seal-resistance-mohm / --ap-cm-pf describe the "
-                         "--ap-recording's seal; give the AP recording too")
     done: list[tuple[str, Any, Any]] = []   # (file, twin, checked recording)
     failed: list[str] = []
     for path in a.recording:
