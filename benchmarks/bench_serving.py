@@ -70,7 +70,8 @@ def main() -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(TwinDeployment.options(num_replicas=a.replicas, max_ongoing_requests=32,
                                      ray_actor_options={"num_cpus": 1}).bind(
-        model_dir=model, ap_duration_ms=a.ap_ms), name="bench", route_prefix="/")
+        model_dir=model, ap_duration_ms=a.ap_ms, require_auth=False), name="bench",
+        route_prefix="/")
     base = f"http://127.0.0.1:{port}/twin"
     rows = []
     for label, url in (("parameters only", f"{base}?simulate=false"),
