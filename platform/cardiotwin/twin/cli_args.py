@@ -2,6 +2,7 @@
 
   cardiotwin twin RECORDING [RECORDING ...] --model DIR [--out-dir DIR | --out TWIN.json]
                   [--ap-recording AP.abf] [--ap-samples N] [--no-simulate]
+                  [--export-mmt TWIN.mmt]
 
 Recordings are ABF (ABF1/ABF2) or CSV (.csv/.csv.gz). The model is loaded once; every
 recording is read and estimated, then all twins are simulated in one batch. With ``--out-dir``
@@ -115,6 +116,8 @@ def run_twin(a: argparse.Namespace) -> int:
     from .inference import estimate_twin, plot_twin, simulate_twins
 
     out_dir = _check_args(a)
+    if a.export_mmt and len(a.recording) > 1:
+        raise ValueError(f"twin: --export-mmt is for one recording, found {len(a.recording)}")
     single_out = Path(a.out) if a.out else None
     if single_out is not None and not single_out.parent.is_dir():
         raise ValueError(f"--out {a.out}: output directory does not exist: "
@@ -156,6 +159,16 @@ def run_twin(a: argparse.Namespace) -> int:
         if a.simulate:
             write_bytes_atomic(out.with_suffix(".png"), plot_twin(tw))
         print(_summary(path, out, tw))
+    if a.export_mmt and done:
+        from .mmt_export import twin_inputs, write_mmt
+
+        tw = done[0][1]
+        write_mmt(a.export_mmt, twin_inputs(tw.multipliers), temperature_K=tw.temperature_K,
+                  name="kernik_clancy_2019_twin",
+                  description=f"twin of {done[0][0]} (protocol {tw.protocol_hash[:12]}): "
+                              "Kernik-Clancy 2019 with the twin's parameter values, written "
+                              "by cardiotwin")
+        print(f"twin: Myokit model -> {a.export_mmt}")
     if failed:
         print(f"twin: {len(failed)} of {len(a.recording)} recordings failed", file=sys.stderr)
         return 2
@@ -203,6 +216,9 @@ def register(subparsers: Any) -> None:
                     help="posterior samples simulated for the AP prediction (P(beating), "
                          "cycle length, APD90 and MDP quantiles in ms/mV) and the figure's "
                          f"bands (default {DEFAULT_AP_SAMPLES}; 0: none; posterior models only)")
+    tw.add_argument("--export-mmt", default=None, metavar="FILE",
+                    help="also write the twin as a Myokit model file (.mmt: the Kernik-Clancy "
+                         "model with the twin's parameter values); one recording only")
     tw.add_argument("--no-simulate", dest="simulate", action="store_false",
                     help="parameters only: no voltage-clamp fit, AP or figure")
     out = tw.add_argument_group("output (default with one recording: print the JSON)")
