@@ -21,7 +21,9 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "statuses": ("statuses", lambda s: tuple(x.strip() for x in s.split(",") if x.strip())),
     "ap_duration_ms": ("ap_duration_ms", None), "network": ("network", None),
     "network_overrides": ("network_overrides", None), "epochs": ("epochs", None),
-    "input_pool": ("input_pool", None),
+    "input_pool": ("input_pool", None), "scorer": ("scorer", None),
+    "fisher_cells": ("fisher_cells", None), "noise_pa_per_pf": ("noise_pA_per_pF", None),
+    "fd_step": ("fd_step", None), "criterion": ("criterion", None),
     "score": ("score", None), "max_steps": ("max_steps", None),
     "max_duration_ms": ("max_duration_ms", None),
     "stop_when_no_improvement": ("stop_when_no_improvement", None),
@@ -73,7 +75,20 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                         "every cell stable under the voltage clamp")
     g.add_argument("--ap-duration-ms", type=float, default=None,
                    help="classification AP run with --statuses, ms (4000)")
-    g = p.add_argument_group("network and score")
+    g = p.add_argument_group("scorer")
+    g.add_argument("--scorer", choices=("fisher", "network"), default=None,
+                   help="fisher (default): Fisher information of I_total w.r.t. the 52 "
+                        "multipliers, seconds per cycle; network: train a network per "
+                        "candidate (the study's score)")
+    g.add_argument("--fisher-cells", type=int, default=None,
+                   help="base cells of the Fisher score, each with 52 perturbed copies (200)")
+    g.add_argument("--noise-pa-per-pf", type=float, default=None,
+                   help="recording noise sigma per sample, pA/pF (0.5)")
+    g.add_argument("--fd-step", type=float, default=None,
+                   help="finite-difference step on the unit scale (0.005)")
+    g.add_argument("--criterion", choices=("trace", "logdet"), default=None,
+                   help="Fisher score: trace (A-optimal, default) or logdet (D-optimal)")
+    g = p.add_argument_group("network and score (--scorer network)")
     g.add_argument("--network", default=None, metavar="PRESET",
                    help="learn preset: ridge_mlp (default), small_fc, study_fc")
     g.add_argument("--input-pool", type=int, default=None, metavar="K",

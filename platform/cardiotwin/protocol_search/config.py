@@ -1,8 +1,12 @@
 """Configuration of a greedy protocol search (:func:`cardiotwin.protocol_search.run_search`).
 
-Defaults are the source study's: each cycle appends a hold at -100 mV for 250 ms and one test
-step of 250 ms chosen from -120 ... +50 mV in 10 mV steps (18 candidates); the candidate whose
-network has the lowest held-out MSE is appended.
+Defaults are the source study's greedy structure: each cycle appends a hold at -100 mV for
+250 ms and one test step of 250 ms chosen from -120 ... +50 mV in 10 mV steps (18 candidates,
+-120 mV the If probe). The candidate is scored (``scorer``) by default by its Fisher
+information (:mod:`.fisher`: the posterior variance left in prior-whitened units on
+``fisher_cells`` base cells, seconds per cycle); ``scorer="network"`` keeps the study's score
+(the candidate whose trained network has the lowest held-out MSE is appended), also the way to
+confirm a final protocol (:mod:`.compare`).
 
 ``SearchConfig`` validates on construction (a :class:`cardiotwin.settings.Settings`:
 declarative constraints; a ``ValidationError`` is a ``ValueError``; :meth:`SearchConfig.create`
@@ -34,6 +38,7 @@ from ..settings import (
     Fraction,
     NonNegativeFloat,
     NonNegativeMs,
+    PositiveFloat,
     PositiveInt,
     PositiveMs,
     Settings,
@@ -46,6 +51,8 @@ DEFAULT_CANDIDATES_MV = tuple(float(v) for v in range(-120, 51, 10))
 RUN_ONLY_FIELDS = ("max_steps", "max_duration_ms", "stop_when_no_improvement",
                    "min_improvement", "cpus_per_trial", "gpus_per_trial")
 SCORES = ("test_mse", "test_median_mae", "val_mse")
+SCORERS = ("fisher", "network")
+CRITERIA = ("trace", "logdet")
 STATUSES = ("ok", "quiescent", "non_repolarizing")
 MIN_CELLS = 20          # fewer cannot fill the 70:10:20 split reliably
 V_LIMIT_MV = 200.0      # as cardiotwin.protocols
@@ -82,7 +89,24 @@ class SearchConfig(Settings):
                           "classifies them once)")
     ap_duration_ms: PositiveMs = Field(4000.0, description="classification AP run (ms), "
                                                              "used only with statuses")
-    # ---- the network and the score ----
+    # ---- the scorer ----
+    scorer: Literal["fisher", "network"] = Field(
+        "fisher", description="fisher: the candidate whose Fisher information (finite "
+                              "differences of I_total w.r.t. the 52 multipliers) leaves the "
+                              "least posterior variance wins (seconds per cycle); network: the "
+                              "source study's score, a network trained per candidate")
+    fisher_cells: Annotated[int, Field(ge=1)] = Field(
+        200, description="base cells of the Fisher score (each simulated with 52 perturbed "
+                         "copies)")
+    noise_pA_per_pF: PositiveFloat = Field(
+        0.5, description="recording noise sigma of the Fisher score (pA/pF per sample at "
+                         "sample_interval_ms)")
+    fd_step: Annotated[float, Field(gt=0, le=0.05, allow_inf_nan=False)] = Field(
+        5e-3, description="finite-difference step on the unit scale")
+    criterion: Literal["trace", "logdet"] = Field(
+        "trace", description="Fisher score: trace (mean posterior variance over the prior's, "
+                             "A-optimal) or logdet (D-optimal)")
+    # ---- the network and the score (scorer network) ----
     network: str = Field("ridge_mlp", description="learn preset (ridge_mlp, small_fc, "
                                                   "study_fc)")
     input_pool: PositiveInt = Field(20, description="I_total samples averaged per network input "
@@ -191,6 +215,9 @@ class SearchConfig(Settings):
         d = self.model_dump(mode="json", exclude=set(RUN_ONLY_FIELDS))
         if self.statuses is None:
             d["ap_duration_ms"] = None
+        if self.scorer == "network":     # searches of the study's score keep their hashes
+            for k in ("scorer", "fisher_cells", "noise_pA_per_pF", "fd_step", "criterion"):
+                d.pop(k)
         d["registry_version"] = REGISTRY_VERSION
         d["format"] = FORMAT
         return d

@@ -1,4 +1,6 @@
-"""The greedy protocol search (the source study's design, on Ray Tune).
+"""The greedy protocol search (the source study's design, on Ray Tune with
+``scorer="network"``; with the default ``scorer="fisher"`` the loop of :mod:`.fisher_search`
+runs in this process instead, same directory, state and stop rules).
 
 Each cycle tries every candidate test potential as a Tune trial (see :mod:`.trials`): the same
 cells continue from their cached end states under the protocol-so-far through a hold and the
@@ -48,7 +50,7 @@ from .state import HISTORY, STATE, SearchState, load_state, save_state
 CELLS = "cells.npz"
 OWN_NAMES = frozenset({STATE, HISTORY, CELLS, "protocol.json", "protocol.csv",
                        "protocol_hash.txt", "cache", "tune", "search.png", "comparison.json",
-                       "comparison.png"})
+                       "comparison.png", "fisher_state.npz"})
 
 
 def run_search(config: SearchConfig, out_dir: str | Path, *, num_cpus: int | None = None,
@@ -62,6 +64,10 @@ def run_search(config: SearchConfig, out_dir: str | Path, *, num_cpus: int | Non
     locked (module docstring)."""
     out = claim_search_dir(out_dir, config)
     with DirectoryLock(out):
+        if config.scorer == "fisher":
+            from .fisher_search import run_fisher_locked
+
+            return run_fisher_locked(config, out, figure, log)
         return _run_locked(config, out, num_cpus, ray_address, ship_package, figure, log)
 
 
