@@ -1,5 +1,8 @@
-"""Greedy voltage-protocol search on Ray Tune (the source study's design): each cycle appends
-a hold and the test step whose trained network recovers the parameters best on held-out cells.
+"""Greedy voltage-protocol search (the source study's design): each cycle appends a hold and
+the test step that scores best: by default the one whose Fisher information leaves the least
+posterior variance (``fisher``, ``fisher_search``: seconds per cycle, in this process), or
+(``scorer="network"``, on Ray Tune) the one whose trained network recovers the parameters best
+on held-out cells.
 
 Configuration (``config``), the search population (``cells``), per-cell state checkpoints
 (``cache``), training and scoring (``scoring``), one cycle's Tune trials (``trials``), the
@@ -12,7 +15,8 @@ _LAZY = {"SearchConfig": "config", "run_search": "search", "compare_protocols": 
          "run_comparison": "compare", "naive_protocol": "compare", "StateCache": "cache",
          "CacheEntry": "cache", "continue_simulation": "cache", "simulate_from": "cache",
          "add_search_arguments": "cli_args", "run_from_args": "cli_args",
-         "plot_search": "figures"}
+         "plot_search": "figures", "protocol_information": "fisher",
+         "SensitivityState": "fisher", "information_metrics": "fisher"}
 
 __all__ = sorted(_LAZY)
 

@@ -51,17 +51,24 @@ def plot_search(history: list[dict[str, Any]], protocol, path: str | Path,
     if rejected:
         a.scatter([c["cycle"] for c in rejected], [c["best_score"] for c in rejected], s=60,
                   facecolor="none", edgecolor="C3", zorder=3, label="not appended")
-    a.set(xlabel="cycle", ylabel=f"held-out {score_name} (unit scale)",
+    a.set(xlabel="cycle", ylabel=score_name if score_name.startswith("fisher") else
+          f"held-out {score_name} (unit scale)",
           title="score per cycle (grey: every candidate)")
     a.legend(fontsize=8)
     a = ax[1, 0]
     chosen = [_chosen(c) for c in history]
-    a.plot(cycles, [r.get("test_median_mae", np.nan) for r in chosen], "k-o", lw=2,
+    fisher = any("contraction" in r for r in chosen)   # the Fisher scorer's records
+    key, per = ("contraction", "contraction_") if fisher else ("test_median_mae", "mae_")
+    a.plot(cycles, [r.get(key, np.nan) for r in chosen], "k-o", lw=2,
            label="all parameters")
     for g in GROUPS:
-        a.plot(cycles, [r.get(f"mae_{g}", np.nan) for r in chosen], ".-", lw=1, label=g)
-    a.set(xlabel="cycle", ylabel="median MAE (unit scale)",
-          title="chosen candidate: median MAE per parameter group")
+        a.plot(cycles, [r.get(f"{per}{g}", np.nan) for r in chosen], ".-", lw=1, label=g)
+    if fisher:
+        a.set(xlabel="cycle", ylabel="contraction (1 - posterior / prior variance)",
+              title="chosen candidate: Fisher contraction per current family")
+    else:
+        a.set(xlabel="cycle", ylabel="median MAE (unit scale)",
+              title="chosen candidate: median MAE per parameter group")
     a.legend(fontsize=7, ncol=2)
     a = ax[1, 1]
     cmap = plt.get_cmap("viridis")
