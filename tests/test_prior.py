@@ -253,3 +253,33 @@ def test_calibrated_population_is_what_its_manifest_says(calibrated_store):
     np.testing.assert_array_equal(sc.log, log)
     u = sc.to_unit(data.multipliers["train"])
     assert u.min() >= -1e-6 and u.max() <= 1 + 1e-6
+
+
+def test_per_parameter_ranges_and_the_shipped_preset():
+    from cardiotwin.population.prior import prior_preset
+
+    prior = Prior(kind="log_uniform", multiplier_ranges={"IKr.g_Kr": (2.0, 10.0),
+                                                         "ICaL.d2": (0.5, 1.0)},
+                  nuisance_ranges={"scale_g_to": (0.1, 1.0)})
+    m = sample_multipliers(2000, seed=9, prior=prior)
+    j, k = INFERRED_NAMES.index("IKr.g_Kr"), INFERRED_NAMES.index("ICaL.d2")
+    assert m[:, j].min() >= 2.0 and m[:, j].max() <= 10.0
+    assert abs(np.median(np.log(m[:, j])) - np.log(np.sqrt(20.0))) < 0.05   # log-uniform
+    assert m[:, k].min() >= 0.5 and m[:, k].max() <= 1.0
+    assert abs(np.median(m[:, k]) - 0.75) < 0.02                             # uniform
+    scales, _, _ = prior.nuisance(1, 0, 500)
+    assert scales[:, 0].min() >= 0.1 and scales[:, 0].max() <= 1.0
+    assert np.all(scales[:, 1:] == 1.0) and prior.varies_nuisance
+    assert prior.describe()["nuisance_inputs"] == ["scale_g_to"]
+    with pytest.raises(ValueError, match="unknown parameters"):
+        Prior(multiplier_ranges={"IKr.gKr": (1.0, 2.0)})
+    with pytest.raises(ValueError, match="unknown inputs"):
+        Prior(nuisance_ranges={"scale_g_Kr": (1.0, 2.0)})
+    preset = prior_preset("real_ipsc")
+    cfg = GenerationConfig(n_cells=10, out_dir="x", **preset)
+    p = cfg.prior_spec()
+    low, high, log = p.bounds()
+    assert cfg.ap_ms == 8000.0 and log.sum() == 6 and p.seal_g_nS_per_pF == (0.003, 0.05)
+    assert high[j] == 10.0 and low[j] == 2.0
+    with pytest.raises(ValueError, match="unknown prior preset"):
+        prior_preset("nope")

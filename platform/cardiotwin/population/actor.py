@@ -126,7 +126,7 @@ class ShardSimulator:
                 st, bm, itot, tt = simulate_batch(
                     ctx.protocol, m[a:b], cfg.ap_ms, cfg.temperature_K, ctx.decimation_factor,
                     cfg.decimation, ctx.device,
-                    nuisance=None if prior.nuisance_factor == 1.0 else nuisance[a:b],
+                    nuisance=nuisance[a:b] if prior.varies_nuisance else None,
                     seal=(None if prior.seal_g_nS_per_pF is None
                           else (seal_g[a:b], seal_e[a:b])),
                     calibration=cfg.calibration)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .prior import PRIOR_PRESETS, prior_preset
+
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 SAMPLER_CHOICES = ("uniform", "lhs", "sobol")
 
@@ -28,6 +30,12 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                         "scrambled Sobol' points (cell i from (seed, i)) (default uniform)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed, >= 0 (default 0)")
     pr = p.add_argument_group("prior and calibration (population/prior.py, calibration.py)")
+    pr.add_argument("--prior-preset", choices=PRIOR_PRESETS, default=None,
+                    help="a shipped prior, which sets every prior option below (and the AP run "
+                         "length unless --ap-duration-ms is given): real_ipsc, recommended for "
+                         "twins of real iPSC-CM recordings (log-uniform conductances with raised "
+                         "g_Kr, shifted ICaL/IKr kinetics, varied non-inferred currents, a seal "
+                         "leak of 0.003-0.05 nS/pF, 8 s AP runs)")
     pr.add_argument("--prior", choices=("uniform", "log_uniform"), default="uniform",
                     help="uniform: all 52 multipliers in [1-r, 1+r]; log_uniform: the 6 "
                          "conductances log-uniform in [1/f, f], the kinetic ones in [1-r, 1+r] "
@@ -142,14 +150,21 @@ def config_from_args(a: argparse.Namespace):
         cl, apd, mdp = a.calibrate_tolerance
         calibration = calibration_from_real(a.calibrate_to, a.calibrate_include, cl_rel=cl,
                                             apd90_rel=apd, mdp_abs_mV=mdp)
-    return GenerationConfig.create(
+    prior: dict[str, Any] = dict(
         prior=getattr(a, "prior", "uniform"),
         conductance_factor=getattr(a, "conductance_factor", 3.0),
         nuisance_factor=getattr(a, "nuisance_factor", 1.0),
         seal_g_nS_per_pF=getattr(a, "seal_g", None), seal_e_mV=getattr(a, "seal_e", (0.0, 0.0)),
-        calibration=calibration,
-        n_cells=a.n_cells, spread=a.spread, sampler=a.sampler, seed=a.seed,
-        protocol=a.protocol, temperature_K=a.temperature_k, ap_duration_ms=a.ap_duration_ms,
+        spread=a.spread, ap_duration_ms=a.ap_duration_ms)
+    if getattr(a, "prior_preset", None):
+        preset = prior_preset(a.prior_preset)
+        if a.ap_duration_ms is not None:
+            preset.pop("ap_duration_ms", None)
+        prior.update(preset)
+    return GenerationConfig.create(
+        **prior, calibration=calibration,
+        n_cells=a.n_cells, sampler=a.sampler, seed=a.seed,
+        protocol=a.protocol, temperature_K=a.temperature_k,
         keep_rejected=a.keep_rejected, decimate_to_hz=a.decimate_to_hz,
         decimation=a.decimation, shard_size=a.shard_size, n_workers=a.n_workers,
         out_dir=a.out, device=getattr(a, "device", "auto"),

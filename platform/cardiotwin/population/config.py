@@ -64,7 +64,7 @@ AP_RECORD_INTERVAL_MS = 0.1  # the AP run is recorded (and classified) at 10 kHz
 RUN_ONLY_FIELDS = ("n_workers", "out_dir", "protocol", "device", "shard_timeout_s")
 # fields of the prior and the calibration: in the identity only when not at their defaults
 PRIOR_FIELDS = ("prior", "conductance_factor", "nuisance_factor", "seal_g_nS_per_pF",
-                "seal_e_mV", "calibration")
+                "seal_e_mV", "multiplier_ranges", "nuisance_ranges", "calibration")
 DEVICES = ("auto", "cpu", "gpu")
 SAMPLERS = ("uniform", "lhs", "sobol")
 
@@ -110,6 +110,12 @@ class GenerationConfig(Settings):
         None, description="seal leak of the AP run: conductance range (nS/pF, log-uniform; "
                           "g = 1000 / (R_seal[MOhm] Cm[pF])); None: no seal leak")
     seal_e_mV: tuple[float, float] = Field((0.0, 0.0), description="seal reversal range (mV)")
+    multiplier_ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="per inferred parameter: its own multiplier range "
+                                          "(population/prior.py)")
+    nuisance_ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="per non-inferred input: its own log-uniform scale "
+                                          "range")
     calibration: Calibration | None = Field(
         None, description="keep as 'ok' only beating cells near one of these phenotypes "
                           "(population/calibration.py); None: no calibration")
@@ -201,7 +207,9 @@ class GenerationConfig(Settings):
         return Prior(kind=self.prior, spread=self.spread,
                      conductance_factor=self.conductance_factor,
                      nuisance_factor=self.nuisance_factor,
-                     seal_g_nS_per_pF=self.seal_g_nS_per_pF, seal_e_mV=self.seal_e_mV)
+                     seal_g_nS_per_pF=self.seal_g_nS_per_pF, seal_e_mV=self.seal_e_mV,
+                     multiplier_ranges=self.multiplier_ranges,
+                     nuisance_ranges=self.nuisance_ranges)
 
     def identity(self, protocol_hash: str) -> dict[str, Any]:
         """Every field that changes the data, in canonical form (run-only fields removed, the
@@ -231,5 +239,5 @@ class GenerationConfig(Settings):
 
 
 
-_DEFAULTS = {name: (GenerationConfig.model_fields[name].default if name != "seal_e_mV"
-                    else [0.0, 0.0]) for name in PRIOR_FIELDS}
+_DEFAULTS = {**{name: GenerationConfig.model_fields[name].default for name in PRIOR_FIELDS},
+             "seal_e_mV": [0.0, 0.0], "multiplier_ranges": {}, "nuisance_ranges": {}}

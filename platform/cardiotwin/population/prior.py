@@ -8,10 +8,11 @@ Three parts:
   source study's design); ``log_uniform`` maps the 6 maximal conductances (g_K1, g_Kr, g_Ks,
   p_CaL, g_Na, g_f) log-uniformly to [1/f, f] (f = ``conductance_factor``: real iPSC-CMs differ
   in channel expression several-fold) and the 46 kinetic multipliers to U(1 - spread, 1 +
-  spread);
+  spread); ``multiplier_ranges`` gives any parameter its own range (same distribution);
 - nuisance scales of inputs the network does not infer (``NUISANCE_INPUTS``: the other
   conductances, pumps and fluxes), log-uniform in [1/f_n, f_n] (f_n = ``nuisance_factor``, 1:
-  none); they change the cell but are not inferred, so the posterior integrates over them;
+  none) or in their own ``nuisance_ranges``; they change the cell but are not inferred, so the
+  posterior integrates over them;
 - the seal leak of the current-clamp (AP) run: g log-uniform in ``seal_g_nS_per_pF`` (nS/pF,
   g = 1000 / (R_seal[MOhm] Cm[pF])), E uniform in ``seal_e_mV`` (mV); None: no leak.
 
@@ -38,6 +39,11 @@ NUISANCE_INPUTS = ("scale_g_to", "scale_g_CaT", "scale_k_NaCa", "scale_P_NaK", "
                    "scale_g_PCa")
 NUISANCE_STREAM = 1  # third word of a cell's SeedSequence for its nuisance scales and seal
 PRIOR_KINDS = ("uniform", "log_uniform")
+#: shipped priors (population/data/prior_<name>.json): ``real_ipsc``, recommended for real
+#: iPSC-CM recordings (issue 18's exploration: 14 of 19 beating pre-drug recordings of
+#: ../shared/data/real-ipsc-ap matched by 20,000 cells, against 1 of 19 at +-40% uniform)
+PRIOR_PRESETS = ("real_ipsc",)
+PRESET_FORMAT = "cardiotwin.prior-preset/1"
 
 
 def _range(v: tuple[float, float] | None, what: str, positive: bool
@@ -70,6 +76,30 @@ class Prior(Settings):
                           "None: no seal leak")
     seal_e_mV: tuple[float, float] = Field((0.0, 0.0), description="seal reversal range (mV, "
                                                                    "uniform)")
+    multiplier_ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="per inferred parameter (INFERRED_NAMES): its own "
+                                          "(low, high) multiplier range instead of the default")
+    nuisance_ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="per nuisance input (NUISANCE_INPUTS): its own "
+                                          "log-uniform (low, high) scale range")
+
+    @field_validator("multiplier_ranges")
+    @classmethod
+    def _multiplier_ranges(cls, v):
+        bad = sorted(set(v) - set(INFERRED_NAMES))
+        if bad:
+            raise ValueError(f"multiplier_ranges: unknown parameters {bad}; expected names of "
+                             "the 52 inferred parameters (e.g. 'IKr.g_Kr')")
+        return {k: _range(r, f"multiplier_ranges[{k!r}]", positive=True) for k, r in v.items()}
+
+    @field_validator("nuisance_ranges")
+    @classmethod
+    def _nuisance_ranges(cls, v):
+        bad = sorted(set(v) - set(NUISANCE_INPUTS))
+        if bad:
+            raise ValueError(f"nuisance_ranges: unknown inputs {bad}; expected some of "
+                             f"{list(NUISANCE_INPUTS)}")
+        return {k: _range(r, f"nuisance_ranges[{k!r}]", positive=True) for k, r in v.items()}
 
     @field_validator("seal_g_nS_per_pF")
     @classmethod
@@ -93,7 +123,20 @@ class Prior(Settings):
             low[IS_CONDUCTANCE] = 1.0 / self.conductance_factor
             high[IS_CONDUCTANCE] = self.conductance_factor
             log[IS_CONDUCTANCE] = True
+        for name, (lo, hi) in self.multiplier_ranges.items():
+            j = INFERRED_NAMES.index(name)
+            low[j], high[j] = lo, hi
         return low, high, log
+
+    def nuisance_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of each nuisance input's log-uniform scale (1, 1 when not varied)."""
+        f = self.nuisance_factor
+        low = np.full(len(NUISANCE_INPUTS), 1.0 / f)
+        high = np.full(len(NUISANCE_INPUTS), f)
+        for name, (lo, hi) in self.nuisance_ranges.items():
+            j = NUISANCE_INPUTS.index(name)
+            low[j], high[j] = lo, hi
+        return low, high
 
     def from_unit(self, u: np.ndarray) -> np.ndarray:
         """Multipliers (n, 52) float64 from unit-cube points u (n, 52) in [0, 1). A linear
@@ -110,8 +153,12 @@ class Prior(Settings):
     def describe(self) -> dict[str, Any]:
         """The prior for the manifest: its settings and each multiplier's low, high, log."""
         low, high, log = self.bounds()
+        nlo, nhi = self.nuisance_bounds()
+        varied = nhi > nlo
         return {**self.model_dump(mode="json"),
-                "nuisance_inputs": list(NUISANCE_INPUTS) if self.nuisance_factor > 1 else [],
+                "nuisance_inputs": [n for n, v in zip(NUISANCE_INPUTS, varied, strict=True) if v],
+                "nuisance": {"low": nlo[varied].tolist(), "high": nhi[varied].tolist(),
+                             "log": True},
                 "multipliers": {"low": low.tolist(), "high": high.tolist(),
                                 "log": log.tolist()}}
 
@@ -119,8 +166,14 @@ class Prior(Settings):
     def is_default_uniform(self) -> bool:
         """The source study's design: uniform, no nuisance, no seal (data identical to stores
         written before priors existed)."""
-        return (self.kind == "uniform" and self.nuisance_factor == 1.0
-                and self.seal_g_nS_per_pF is None)
+        return (self.kind == "uniform" and not self.varies_nuisance
+                and self.seal_g_nS_per_pF is None and not self.multiplier_ranges)
+
+    @property
+    def varies_nuisance(self) -> bool:
+        """Whether any nuisance input is varied."""
+        lo, hi = self.nuisance_bounds()
+        return bool(np.any(hi > lo))
 
     # ---- nuisance scales and the seal --------------------------------------------------------
 
@@ -131,15 +184,16 @@ class Prior(Settings):
         scales = np.ones((n, len(NUISANCE_INPUTS)))
         g = np.zeros(n)
         e = np.zeros(n)
-        if self.nuisance_factor == 1.0 and self.seal_g_nS_per_pF is None:
+        vary = self.varies_nuisance
+        if not vary and self.seal_g_nS_per_pF is None:
             return scales, g, e
-        lf = np.log(self.nuisance_factor)
+        nlo, nhi = (np.log(b) for b in self.nuisance_bounds())
         for k in range(n):
             rng = np.random.default_rng(np.random.SeedSequence(
                 [int(seed), int(start) + k, NUISANCE_STREAM]))
             u = rng.random(len(NUISANCE_INPUTS) + 2)
-            if self.nuisance_factor > 1.0:
-                scales[k] = np.exp(-lf + 2.0 * lf * u[:-2])
+            if vary:
+                scales[k] = np.exp(nlo + (nhi - nlo) * u[:-2])
             if self.seal_g_nS_per_pF is not None:
                 glo, ghi = np.log(self.seal_g_nS_per_pF)
                 g[k] = np.exp(glo + (ghi - glo) * u[-2])
@@ -155,3 +209,19 @@ def apply_nuisance(inputs: np.ndarray, scales: np.ndarray) -> np.ndarray:
     for j, name in enumerate(NUISANCE_INPUTS):
         out[:, PARAMETER_INDEX[name]] *= scales[:, j]
     return out
+
+
+def prior_preset(name: str) -> dict[str, Any]:
+    """The GenerationConfig fields of a shipped prior (:data:`PRIOR_PRESETS`): the prior's
+    fields and the AP run length it was made for (``ap_duration_ms``)."""
+    import json
+    from importlib import resources
+
+    if name not in PRIOR_PRESETS:
+        raise ValueError(f"unknown prior preset {name!r}; expected one of {list(PRIOR_PRESETS)}")
+    d = json.loads((resources.files("cardiotwin.population") / "data" / f"prior_{name}.json")
+                   .read_text())
+    if d.pop("format", None) != PRESET_FORMAT:
+        raise ValueError(f"prior preset {name!r}: not a {PRESET_FORMAT} file")
+    d.pop("description", None)
+    return d
