@@ -111,6 +111,8 @@ def coverage_figure(report: dict[str, Any], synth_values: np.ndarray,
         if xk == "cycle_length_ms":
             ax.set_xscale("log")
             _plain_ticks(ax.xaxis)
+        ax.set_yscale("log")  # APD90 spans 50 ms to seconds
+        _plain_ticks(ax.yaxis)
         ax.set_xlabel(PHENOTYPE_LABELS[xk])
         ax.set_ylabel(PHENOTYPE_LABELS[yk])
         ax.legend(fontsize=8, loc="best", markerscale=1.0)
