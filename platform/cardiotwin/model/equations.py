@@ -70,6 +70,7 @@ EC50_SR_25 = EC50_SR ** 2.5
 # Euler: the chain's eigenvalues are at most twice its total rate in size, and forward Euler
 # diverges beyond dt |lambda| = 2, so the switch leaves a factor 2 of margin
 RYR_STIFF_LIMIT = 0.5
+RYR_HOT_LIMIT = 0.25  # ... and above this (half of it) a lane is "hot": watched for it
 BUF_SR, KBUF_SR, BUF_C, KBUF_C = 12.0, 0.3, 0.06, 0.0006
 K_PCA = 0.0005
 VSR_VC = V_SR / VC
@@ -94,7 +95,10 @@ DEC0 = INF0 + N_GATES
 A2, E2, A1, E1, NCXA, NCXB, NAKV, XK1, DEC_FCA = range(DEC0 + N_GATES, DEC0 + N_GATES + 9)
 # outputs of the last step: I_ion (pA/pF) and the 13 membrane currents
 ITOT = DEC_FCA + 1
-CUR0 = ITOT + 1
+# 1.0 when the lane's RyR chain was near stiff at its last step (see advance): the batched
+# kernels take the path that can step it by backward Euler only while some lane is
+RYR_HOT = ITOT + 1
+CUR0 = RYR_HOT + 1
 CURRENT_NAMES = ("I_K1", "I_to", "I_Kr", "I_Ks", "I_CaL", "I_CaT", "I_NaK", "I_Na", "I_NaCa",
                  "I_pCa", "I_f", "I_bNa", "I_bCa")
 N_CURRENTS = len(CURRENT_NAMES)
@@ -408,10 +412,13 @@ def rates(ws, c, S, v, store_currents):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
+def advance(ws, c, S, v, dt, i_stim, clamped, store_currents, stiff_ryr=True):
     """Currents of lane c at its present state and membrane potential v (mV) (see rates); then
     one step of dt (ms): Rush-Larsen gates, forward Euler elsewhere, the RyR chain by backward
-    Euler where it is stiff (voltage_terms must hold the same dt). In current clamp
+    Euler where it is stiff (voltage_terms must hold the same dt). ``stiff_ryr`` (a
+    compile-time constant) False leaves out the backward Euler branch (forward Euler only): the
+    batched kernels use it while no lane of the chunk is RYR_HOT, which a lane becomes one step
+    before it can need the branch (at half its threshold). In current clamp
     (clamped = False) V moves by dt * (i_stim - I_ion - I_seal), I_seal = g_seal (V - E_seal)
     the seal leak of the recording (not a membrane current: no ion fluxes). Returns dV/dt
     (mV/ms)."""
@@ -444,11 +451,18 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents):
     rr = ws[RYR_R * S + c]
     ro = ws[RYR_O * S + c]
     ri = ws[RYR_I * S + c]
-    ryr_stiff = dt * (a_ryr + b_ryr + K_OM + K_IM) > RYR_STIFF_LIMIT
-    be_r, be_o, be_i = _ryr_backward_euler(rr, ro, ri, a_ryr, b_ryr, dt)
-    ws[RYR_R * S + c] = be_r if ryr_stiff else rr + dt * d_r
-    ws[RYR_O * S + c] = be_o if ryr_stiff else ro + dt * d_o
-    ws[RYR_I * S + c] = be_i if ryr_stiff else ri + dt * d_i
+    ryr_rate = dt * (a_ryr + b_ryr + K_OM + K_IM)
+    ws[RYR_HOT * S + c] = 1.0 if ryr_rate > RYR_HOT_LIMIT else 0.0
+    if stiff_ryr:
+        ryr_stiff = ryr_rate > RYR_STIFF_LIMIT
+        be_r, be_o, be_i = _ryr_backward_euler(rr, ro, ri, a_ryr, b_ryr, dt)
+        ws[RYR_R * S + c] = be_r if ryr_stiff else rr + dt * d_r
+        ws[RYR_O * S + c] = be_o if ryr_stiff else ro + dt * d_o
+        ws[RYR_I * S + c] = be_i if ryr_stiff else ri + dt * d_i
+    else:
+        ws[RYR_R * S + c] = rr + dt * d_r
+        ws[RYR_O * S + c] = ro + dt * d_o
+        ws[RYR_I * S + c] = ri + dt * d_i
     dvdt = i_stim - i_ion
     if not clamped:
         # the seal leak (pA/pF) flows through the seal, not the membrane: it moves V only

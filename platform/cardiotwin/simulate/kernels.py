@@ -28,6 +28,7 @@ from ..model.equations import (
     N_CURRENTS,
     N_ROWS,
     N_STATE_ROWS,
+    RYR_HOT,
     V_,
     advance,
     voltage_terms,
@@ -89,6 +90,7 @@ def _load_chunk(ws, cp, y0, c0, n):
         ws[BAD * CHUNK + c] = 0.0
         ws[DVDT * CHUNK + c] = 0.0
         ws[NSUB * CHUNK + c] = 0.0
+        ws[RYR_HOT * CHUNK + c] = 0.0
 
 
 @numba.njit(inline="always")
@@ -100,6 +102,16 @@ def _store_chunk(ws, final_state, unstable, c0, n):
             unstable[cell] = bad
             for r in range(N_STATE_ROWS):
                 final_state[cell, r] = np.nan if bad else ws[r * CHUNK + c]
+
+
+@numba.njit(inline="always")
+def _any_hot(ws) -> bool:
+    """Whether some lane's RyR chain was near stiff at its last step (model.equations.RYR_HOT):
+    then the chunk steps with the backward Euler branch compiled in."""
+    hot = 0.0
+    for c in range(CHUNK):
+        hot = max(hot, ws[RYR_HOT * CHUNK + c])
+    return hot > 0.0
 
 
 @numba.njit(inline="always")
@@ -137,9 +149,14 @@ def _make_voltage_clamp_kernel(store_currents):
                     if i == 0 or ramp:
                         for c in range(CHUNK):
                             voltage_terms(ws, c, CHUNK, v, dt)
-                    for c in range(CHUNK):
-                        ws[V_ * CHUNK + c] = v
-                        advance(ws, c, CHUNK, v, dt, 0.0, True, store_currents)
+                    if _any_hot(ws):
+                        for c in range(CHUNK):
+                            ws[V_ * CHUNK + c] = v
+                            advance(ws, c, CHUNK, v, dt, 0.0, True, store_currents, True)
+                    else:
+                        for c in range(CHUNK):
+                            ws[V_ * CHUNK + c] = v
+                            advance(ws, c, CHUNK, v, dt, 0.0, True, store_currents, False)
                     if k % rec_every == 0:
                         j = k // rec_every
                         for c in range(CHUNK):
@@ -191,6 +208,20 @@ def _stimulus(t, amp, start, period, width):
     return amp if (x >= 0.0) & (phase < width) else 0.0
 
 
+@numba.njit(inline="always")
+def _cc_substep(ws, c, sub, dt, t, stim_amp, stim_start, stim_period, stim_width, stiff_ryr):
+    """Sub-step ``sub`` of lane c (of its NSUB sub-steps of the outer step dt at t ms; past
+    them h = 0, an exact no-op)."""
+    n_c = ws[NSUB * CHUNK + c]
+    active = sub < n_c
+    h = dt / n_c if active else 0.0
+    v = ws[V_ * CHUNK + c]
+    i_stim = _stimulus(t + sub * h, stim_amp, stim_start, stim_period, stim_width)
+    voltage_terms(ws, c, CHUNK, v, h)
+    d = advance(ws, c, CHUNK, v, h, i_stim, False, False, stiff_ryr)
+    ws[DVDT * CHUNK + c] = d if active else ws[DVDT * CHUNK + c]
+
+
 @numba.njit(**_JIT)
 def current_clamp_kernel(wsall, cp, y0, n_steps, dt, rec_every, stim_amp, stim_start, stim_period,
                          stim_width, dv_max, max_sub, v_out, cai_out, final_state, unstable):
@@ -230,15 +261,14 @@ def current_clamp_kernel(wsall, cp, y0, n_steps, dt, rec_every, stim_amp, stim_s
                 most = max(most, n_c)
             t = k * dt
             for sub in range(int(most)):
-                for c in range(CHUNK):
-                    n_c = ws[NSUB * CHUNK + c]
-                    active = sub < n_c
-                    h = dt / n_c if active else 0.0
-                    v = ws[V_ * CHUNK + c]
-                    i_stim = _stimulus(t + sub * h, stim_amp, stim_start, stim_period, stim_width)
-                    voltage_terms(ws, c, CHUNK, v, h)
-                    d = advance(ws, c, CHUNK, v, h, i_stim, False, False)
-                    ws[DVDT * CHUNK + c] = d if active else ws[DVDT * CHUNK + c]
+                if _any_hot(ws):
+                    for c in range(CHUNK):
+                        _cc_substep(ws, c, sub, dt, t, stim_amp, stim_start, stim_period,
+                                    stim_width, True)
+                else:
+                    for c in range(CHUNK):
+                        _cc_substep(ws, c, sub, dt, t, stim_amp, stim_start, stim_period,
+                                    stim_width, False)
                 for c in range(CHUNK):
                     v = ws[V_ * CHUNK + c]
                     if not (abs(v) < V_LIMIT and np.isfinite(ws[CAI * CHUNK + c])):
