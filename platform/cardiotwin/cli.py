@@ -6,6 +6,8 @@
   cardiotwin demo [--size default|smallest] [--out-dir out/demo]   (the whole pipeline)
   cardiotwin generate --n-cells N --out DIR [--range 0.4] [--protocol P] ...  (on Ray)
   cardiotwin store verify DIR
+  cardiotwin coverage STORE --real FILES_OR_DIR [--out DIR]   (real phenotypes vs the population's)
+  cardiotwin protocol export P --format atf|csv|json --out FILE | import REC --out P.json
   cardiotwin train | twin | screen | protocol-search ...
   cardiotwin reconstruct EAP.csv --model DIR --out DIR   (intracellular AP from an eAP)
   cardiotwin reconstruct-pairs --out DIR ...             (training pairs for it, on Ray)
