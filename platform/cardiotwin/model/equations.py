@@ -452,7 +452,9 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents, stiff_ryr=True):
     ro = ws[RYR_O * S + c]
     ri = ws[RYR_I * S + c]
     ryr_rate = dt * (a_ryr + b_ryr + K_OM + K_IM)
-    ws[RYR_HOT * S + c] = 1.0 if ryr_rate > RYR_HOT_LIMIT else 0.0
+    # a lane idling through another lane's extra sub-steps (dt = 0) keeps its flag
+    hot = 1.0 if ryr_rate > RYR_HOT_LIMIT else 0.0
+    ws[RYR_HOT * S + c] = hot if dt > 0.0 else ws[RYR_HOT * S + c]
     if stiff_ryr:
         ryr_stiff = ryr_rate > RYR_STIFF_LIMIT
         be_r, be_o, be_i = _ryr_backward_euler(rr, ro, ri, a_ryr, b_ryr, dt)
