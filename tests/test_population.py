@@ -71,7 +71,8 @@ def test_run_stores_every_cell_once_and_manifest_matches(reference, short_protoc
     assert m["totals"]["n_cells"] == N and m["totals"]["rows"] == N == store.n_rows
     assert {k: v for k, v in m["totals"]["status_counts"].items() if v} == dict(counts)
     assert m["totals"]["filter"]["rejected_by_reason"] == {
-        s: counts.get(s, 0) for s in ("quiescent", "non_repolarizing", "unstable")}
+        s: counts.get(s, 0) for s in ("quiescent", "non_repolarizing", "unstable",
+                                      "off_target")}
     assert [s["n_cells"] for s in m["shards"]] == [50, 50, 50, 10]
     # valid Parquet, one file per shard, row counts and status counts as in the manifest
     for s in m["shards"]:
