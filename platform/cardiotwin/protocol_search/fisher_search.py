@@ -68,7 +68,7 @@ def score_cycle(sens: SensitivityState, config: SearchConfig
 def run_fisher_locked(config: SearchConfig, out: Path, figure: bool,
                       log: Callable[[str], None]) -> dict[str, Any]:
     """The search loop of a claimed and locked directory (see :func:`.search.run_search`)."""
-    from .search import _budget_reason, _hash, _improves, _score
+    from .search import _budget_reason, _hash, decide_cycle
 
     state = load_state(out, config)
     sens = _so_far(out, config, state, log)
@@ -92,13 +92,8 @@ def run_fisher_locked(config: SearchConfig, out: Path, figure: bool,
                       "timing": {"wall_s": time.perf_counter() - t0,
                                  "sim_s": float(sum(r["sim_s"] for r in results)),
                                  "fisher_s": float(sum(r["fisher_s"] for r in results))}}
-        best = int(np.argmin([_score(r) for r in results]))
-        v, score = results[best]["candidate_mV"], _score(results[best])
-        record.update(best_mV=v, best_score=score)
-        if config.stop_when_no_improvement and not _improves(score, state.best_score,
-                                                             config.min_improvement):
-            record.update(appended=False, protocol_hash=None)
-            state.history.append(record)
+        best, v, score, stop = decide_cycle(record, results, state, config)
+        if stop:
             reason = "no_improvement"
             log(f"cycle {record['cycle']}: best {v:g} mV, score {score:.5g} does not improve "
                 f"on {state.best_score:.5g}: stop")

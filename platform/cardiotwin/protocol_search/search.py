@@ -107,13 +107,8 @@ def _run_locked(config: SearchConfig, out: Path, num_cpus: int | None,
                     started = init_ray(num_cpus, ray_address, ship_package)
                 record, results = _run_cycle(len(state.history) + 1, entry, cells, config,
                                              out, log)
-            best = int(np.argmin([_score(r) for r in results]))
-            v, score = results[best]["candidate_mV"], _score(results[best])
-            record.update(best_mV=v, best_score=score)
-            if config.stop_when_no_improvement and not _improves(score, state.best_score,
-                                                                 config.min_improvement):
-                record.update(appended=False, protocol_hash=None)
-                state.history.append(record)
+            best, v, score, stop = decide_cycle(record, results, state, config)
+            if stop:
                 state.stop_reason = "no_improvement"
                 save_state(out, state, config)
                 log(f"cycle {record['cycle']}: best {v:g} mV, {config.score} {score:.5g} does "
@@ -165,6 +160,22 @@ def _score(r: dict[str, Any]) -> float:
 
 def _improves(score: float, best: float | None, min_improvement: float) -> bool:
     return best is None or score < best * (1.0 - min_improvement)
+
+
+def decide_cycle(record: dict[str, Any], results: list[dict[str, Any]], state: SearchState,
+                 config: SearchConfig) -> tuple[int, float, float, bool]:
+    """The best candidate of a cycle (lowest score): (its index, mV, score, stop). ``stop``:
+    the stop rule says it does not improve enough; the record then goes into the history as
+    not appended. Shared by the network and Fisher searches."""
+    best = int(np.argmin([_score(r) for r in results]))
+    v, score = results[best]["candidate_mV"], _score(results[best])
+    record.update(best_mV=v, best_score=score)
+    stop = config.stop_when_no_improvement and not _improves(score, state.best_score,
+                                                             config.min_improvement)
+    if stop:
+        record.update(appended=False, protocol_hash=None)
+        state.history.append(record)
+    return best, v, score, stop
 
 
 def _budget_reason(state: SearchState, config: SearchConfig) -> str | None:
