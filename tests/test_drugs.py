@@ -7,6 +7,7 @@ E-4031 at 0, 10, 50 and 100 nM, 5 s free-running towards steady state then 5 s r
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,14 +23,22 @@ from cardiotwin.drugs import (
     read_drugs,
 )
 from cardiotwin.drugs.analysis import analyze_cell
+from cardiotwin.drugs.catalog import drug_key, make_drug
 from cardiotwin.drugs.summary import wilson_ci
 from cardiotwin.features import analyze_trace
 from cardiotwin.model import BASELINE, inputs_from_named
+from cardiotwin.model.late_sodium import G_NAL, LateSodium
 from cardiotwin.model.parameters import CONDUCTANCE_SCALE, PARAMETER_INDEX
 from cardiotwin.simulate import simulate_current_clamp
 
 REQUIRED = ("E-4031", "cisapride", "verapamil", "quinidine", "quinine", "dofetilide",
             "nifedipine", "flecainide", "lidocaine")
+CIPA_28 = ("quinidine", "bepridil", "dofetilide", "sotalol", "ibutilide", "azimilide",
+           "disopyramide", "vandetanib", "chlorpromazine", "cisapride", "terfenadine",
+           "ondansetron", "risperidone", "domperidone", "clarithromycin", "astemizole",
+           "droperidol", "pimozide", "clozapine", "diltiazem", "mexiletine", "ranolazine",
+           "verapamil", "metoprolol", "tamoxifen", "loratadine", "nifedipine", "nitrendipine")
+DATA = Path(__file__).parent / "data"
 CATALOG_ENTRIES = [(d.name, b) for d in builtin_catalog().values() for b in d.blocks]
 
 
@@ -38,8 +47,11 @@ CATALOG_ENTRIES = [(d.name, b) for d in builtin_catalog().values() for b in d.bl
 def test_catalog_has_the_required_drugs_each_value_with_a_source():
     names = {d.name for d in builtin_catalog().values()}
     assert set(REQUIRED) <= names
+    assert set(CIPA_28) <= names
+    keys = [drug_key(n) for n in names]
+    assert len(keys) == len(set(keys)) == len(builtin_catalog())      # one entry per drug
     for name, b in CATALOG_ENTRIES:
-        assert b.current in CONDUCTANCE_SCALE, (name, b.current)
+        assert b.current in CONDUCTANCE_SCALE or b.current == "INaL", (name, b.current)
         assert len(b.source) > 20 and any(ch.isdigit() for ch in b.source), (name, b.current)
     e4031 = get_drug("e4031")                       # names ignore case and punctuation
     assert e4031.name == "E-4031"
@@ -49,6 +61,14 @@ def test_catalog_has_the_required_drugs_each_value_with_a_source():
 @pytest.mark.parametrize("name,block", CATALOG_ENTRIES,
                          ids=[f"{n}-{b.current}" for n, b in CATALOG_ENTRIES])
 def test_hill_block_is_exactly_half_at_ic50_on_the_model_inputs(name, block):
+    if block.current == "INaL":          # not a model input: the late-sodium variant's scale
+        drug = make_drug(name, [block])
+        assert drug.late_sodium_remaining(block.ic50_nM) == 0.5
+        np.testing.assert_array_equal(drug.apply(BASELINE, block.ic50_nM)[0], BASELINE)
+        g = LateSodium(scale=drug.late_sodium_remaining(block.ic50_nM)).per_cell(3)
+        np.testing.assert_array_equal(g, np.full(3, 0.5 * G_NAL))
+        assert get_drug(name).fraction_remaining(block.ic50_nM)["INaL"] == 0.5
+        return
     scale = PARAMETER_INDEX[CONDUCTANCE_SCALE[block.current]]
     inputs = drug_inputs(BASELINE, [block], block.ic50_nM)
     assert inputs.shape == (1, BASELINE.size)
@@ -65,7 +85,8 @@ def test_hill_formula_and_drug_application():
     verapamil = get_drug("verapamil")
     two = np.vstack([BASELINE, inputs_from_named({"ICaL.p_CaL": 2.0})])
     out = verapamil.apply(two, 500.0)
-    for b in verapamil.blocks:
+    assert "INaL" in verapamil.currents                 # applied by the variant only
+    for b in verapamil.model_blocks():
         k = PARAMETER_INDEX[CONDUCTANCE_SCALE[b.current]]
         expected = 1.0 / (1.0 + (500.0 / b.ic50_nM) ** b.hill)
         np.testing.assert_allclose(out[:, k], expected, rtol=1e-14)
@@ -109,8 +130,11 @@ def test_hill_and_current_errors_name_the_field():
         drug_from_dict({"name": "x", "blocks": [{"current": "IKr", "ic50_nM": 7, "hill": 0}]})
     with pytest.raises(ValueError, match=r"unknown current 'IKq'; expected one of IK1, IKr"):
         drug_from_dict({"name": "x", "currents": {"IKq": {"ic50_nM": 7}}})
-    with pytest.raises(ValueError, match="no separate late sodium current"):
-        ChannelBlock(current="INaL", ic50_nM=100)
+    assert ChannelBlock(current="INaL", ic50_nM=100).current == "INaL"   # the variant's
+    with pytest.raises(ValueError, match="blocks only INaL, which the default model lacks"):
+        ScreenConfig(drug={"name": "x", "blocks": [{"current": "INaL", "ic50_nM": 1}]})
+    assert ScreenConfig(drug={"name": "x", "blocks": [{"current": "INaL", "ic50_nM": 1}]},
+                        late_sodium=True).late_sodium
     with pytest.raises(ValueError, match="given more than once"):
         drug_from_dict({"name": "x", "blocks": [{"current": "IKr", "ic50_nM": 7},
                                                 {"current": "hERG", "ic50_nM": 8}]})
@@ -174,9 +198,12 @@ def test_config_hash_of_an_existing_config_is_unchanged():
     # then are still recognized as the same settings
     assert ScreenConfig(drug="E-4031").config_hash() == \
         "cb600e97e1cf031b92e669a44378f602550df65846e91660120ee32b2d832a7d"
+    # verapamil's catalog values are the CiPA table's now: its rows from before, as a drug file
+    # (tests/data/cipa_verapamil_before.csv, the previous drugs/data/catalog.csv rows)
     assert ScreenConfig(drug="verapamil", concentrations_nM=[0, 5], n_cells=7, prepace_ms=100,
                         record_ms=200, record_interval_ms=1, pacing_period_ms=1000,
-                        twin_multipliers={"IKr.g_Kr": 1.1}).config_hash() == \
+                        twin_multipliers={"IKr.g_Kr": 1.1},
+                        drug_file=DATA / "cipa_verapamil_before.csv").config_hash() == \
         "842301c07257578a2cc0d0efb8c272bac041a33d0b8fdf485c7aa5dd0273a857"
     assert ScreenConfig(drug="E-4031", seed=1).config_hash() != \
         ScreenConfig(drug="E-4031").config_hash()

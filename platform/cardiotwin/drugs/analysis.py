@@ -38,8 +38,8 @@ from ..features import DEFAULT_CONFIG, analyze_trace
 OUTCOMES = ("beating", "ead", "depolarized", "quiescent", "non_repolarizing", "unstable")
 DEFAULT_DEPOLARIZED_MDP_MV = -60.0
 DEFAULT_EAD_MIN_REPOLARIZATION = 0.3
-FLOAT_KEYS = ("apd90_ms", "apd50_ms", "apd90_all_ms", "cycle_length_ms", "mdp_mV", "peak_mV",
-              "v_median_mV", "ead_max_mV")
+FLOAT_KEYS = ("apd90_ms", "apd50_ms", "apd30_ms", "apd90_all_ms", "cycle_length_ms", "mdp_mV",
+              "peak_mV", "v_median_mV", "ead_max_mV")
 INT_KEYS = ("n_beats", "n_full_aps", "n_complete", "n_eads")
 
 
@@ -95,7 +95,7 @@ def analyze_cell(t_ms, v_mV, *, i_stim=None,
 
     Returns status, outcome, reason (the first reason of the feature status), n_beats,
     n_full_aps, n_complete, n_eads (beats with an EAD after early repolarization), ead (bool),
-    apd90_ms / apd50_ms (median over complete full
+    apd90_ms / apd50_ms / apd30_ms (median over complete full
     APs), apd90_all_ms (median over all complete beats), cycle_length_ms, mdp_mV, peak_mV
     (median over beats), v_median_mV (median V of the trace), ead_max_mV (largest
     re-depolarization after early repolarization), and with ``segments`` the EAD segments
@@ -125,6 +125,7 @@ def analyze_cell(t_ms, v_mV, *, i_stim=None,
         "ead": n_eads > 0,
         "apd90_ms": _median(b.apd90_ms for b in complete_full),
         "apd50_ms": _median(b.apd50_ms for b in complete_full),
+        "apd30_ms": _median(b.apd30_ms for b in complete_full),
         "apd90_all_ms": tf.apd90_ms,
         "cycle_length_ms": tf.cycle_length_ms,
         "mdp_mV": tf.mdp_mV,

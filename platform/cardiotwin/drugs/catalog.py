@@ -1,10 +1,20 @@
 """Drug catalog: the currents each drug blocks, with IC50 (nM), Hill coefficient and source.
 
-The built-in catalog is ``drugs/data/catalog.csv`` (one row per drug and current: ``drug,
-current,ic50_nM,hill,source,note``); every value carries its literature source. Currents are
-the Kernik model's (``model.parameters.CONDUCTANCE_SCALE`` keys: IKr, ICaL, INa, IKs, IK1, Ito,
-If, ...); ``hERG`` is accepted for IKr. The model has no separate late sodium current (INaL),
-so published INaL IC50s are listed in the notes but not applied.
+The built-in catalog is one entry per drug from two files, each value with its source:
+
+- the CiPA table (``drugs/data/cipa_28_drugs.csv``, :mod:`cardiotwin.drugs.cipa_table`): the
+  28 CiPA drugs and flecainide, every channel of the FDA CiPA table (a 0, 0 pair: no block).
+  This replaces the earlier hand-entered rows of cisapride, verapamil, quinidine, dofetilide,
+  nifedipine and flecainide (their hERG values came from Li Z et al. 2017's White Oak Hill
+  fits, e.g. verapamil 295.6 nM vs the table's 498.6 nM): one source for all 28 drugs, the one
+  the CiPA classifier is scored on;
+- ``drugs/data/catalog.csv`` (one row per drug and current: ``drug,current,ic50_nM,hill,source,
+  note``): the drugs outside the table (E-4031, quinine, lidocaine).
+
+Currents are the Kernik model's (``model.parameters.CONDUCTANCE_SCALE`` keys: IKr, ICaL, INa,
+IKs, IK1, Ito, If, ...; ``hERG`` is accepted for IKr) and ``INaL``, the late sodium current,
+which only the model's late-sodium variant has (:mod:`cardiotwin.model.late_sodium`): on the
+default model an INaL block is not applied (:meth:`Drug.model_blocks`).
 
 User-defined drugs come from a dict (:func:`drug_from_dict`), or a file (:func:`read_drugs`):
 a CSV with the catalog's columns (``source`` and ``note`` optional) or a JSON object
@@ -34,8 +44,9 @@ from ..validation import plain_errors
 from . import hill as _hill
 
 CURRENT_ALIASES = {"hERG": "IKr", "herg": "IKr"}
+#: the late sodium current: in the model's late-sodium variant only (model.late_sodium)
+LATE_SODIUM = "INaL"
 NOT_IN_MODEL = {
-    "INaL": "the Kernik model has no separate late sodium current (INaL); block INa or omit it",
     "IKur": "the Kernik model has no ultra-rapid delayed rectifier (IKur)",
     "IKATP": "the Kernik model has no ATP-sensitive K+ current (IKATP)",
 }
@@ -66,9 +77,9 @@ class ChannelBlock(BaseModel):
         name = CURRENT_ALIASES.get(name, name)
         if name in NOT_IN_MODEL:
             raise ValueError(f"current {name!r} cannot be blocked: {NOT_IN_MODEL[name]}")
-        if name not in CONDUCTANCE_SCALE:
+        if name not in CONDUCTANCE_SCALE and name != LATE_SODIUM:
             raise ValueError(f"unknown current {str(v)!r}; expected one of "
-                             f"{', '.join(CONDUCTANCE_SCALE)} (or hERG for IKr)")
+                             f"{', '.join(CONDUCTANCE_SCALE)}, {LATE_SODIUM} (or hERG for IKr)")
         return name
 
     def fraction_remaining(self, conc_nM: float) -> float:
@@ -77,7 +88,8 @@ class ChannelBlock(BaseModel):
 
 
 class Drug(BaseModel):
-    """A drug: its name and the currents it blocks (each current at most once)."""
+    """A drug: its name and the currents it blocks (each current at most once; none: a drug
+    that blocks nothing, e.g. a CiPA table row of 0, 0 pairs only)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -96,8 +108,6 @@ class Drug(BaseModel):
     @field_validator("blocks")
     @classmethod
     def _blocks(cls, v: tuple[ChannelBlock, ...]) -> tuple[ChannelBlock, ...]:
-        if not v:
-            raise ValueError("a drug must block at least one current")
         seen = [b.current for b in v]
         dup = sorted({c for c in seen if seen.count(c) > 1})
         if dup:
@@ -120,9 +130,19 @@ class Drug(BaseModel):
         """{current: blocked fraction} at ``conc_nM``."""
         return _hill.block_by_current(self.blocks, conc_nM)
 
+    def model_blocks(self) -> tuple[ChannelBlock, ...]:
+        """The blocks of currents among the 87 model inputs (all but INaL)."""
+        return tuple(b for b in self.blocks if b.current != LATE_SODIUM)
+
     def apply(self, inputs: np.ndarray, conc_nM: float) -> np.ndarray:
-        """Model inputs (n_cells, 87) of ``inputs`` under ``conc_nM`` of this drug."""
-        return _hill.drug_inputs(inputs, self.blocks, conc_nM)
+        """Model inputs (n_cells, 87) of ``inputs`` under ``conc_nM`` of this drug (INaL, not
+        an input, is left to :meth:`late_sodium_remaining`)."""
+        return _hill.drug_inputs(inputs, self.model_blocks(), conc_nM)
+
+    def late_sodium_remaining(self, conc_nM: float) -> float:
+        """g_NaL,drug / g_NaL at ``conc_nM`` (1 when the drug does not block INaL): the
+        conductance scale of the late-sodium variant (model.late_sodium.LateSodium)."""
+        return self.fraction_remaining(conc_nM).get(LATE_SODIUM, 1.0)
 
     def sources(self) -> dict[str, str]:
         """{current: source} of every value."""
@@ -237,10 +257,19 @@ def read_drugs(path: str | Path) -> dict[str, Drug]:
 
 @functools.lru_cache(maxsize=1)
 def builtin_catalog() -> dict[str, Drug]:
-    """The built-in catalog {key: Drug} (drugs/data/catalog.csv)."""
+    """The built-in catalog {key: Drug}: the CiPA table's drugs and drugs/data/catalog.csv's
+    (module docstring); ValueError if a drug is in both."""
+    from .cipa_table import cipa_drugs
+
     text = resources.files("cardiotwin.drugs").joinpath("data", "catalog.csv").read_text(
         encoding="utf-8")
-    return _drugs_from_csv(text, "built-in drug catalog")
+    out = _drugs_from_csv(text, "built-in drug catalog")
+    for key, row in cipa_drugs().items():
+        if key in out:
+            raise ValueError(f"built-in drug catalog: {row.name!r} is in both catalog.csv and "
+                             "the CiPA table; expected one entry per drug")
+        out[key] = row.drug
+    return out
 
 
 def catalog(extra: Mapping[str, Drug] | str | Path | None = None) -> dict[str, Drug]:

@@ -45,6 +45,7 @@ from .catalog import Drug, get_drug
 
 FORMAT = "cardiotwin.screen/1"
 RUN_ONLY_FIELDS = ("out_dir", "batch_cells", "figures", "drug_file", "overwrite")
+VARIANT_FIELDS = ("late_sodium", "net_charge")
 MAX_CONCENTRATIONS = 64
 EAD_REPOLARIZATION_MAX = 0.9
 
@@ -86,6 +87,12 @@ class ScreenConfig(Settings):
     batch_cells: PositiveInt = Field(250, description="cells per Ray task (one kernel call)")
     drug_file: Path | None = Field(None, description="user drugs (.csv/.json)")
     out_dir: Path | None = Field(None, description="output directory; None: nothing written")
+    late_sodium: bool = Field(False, description="simulate the late-sodium variant of the "
+                                                 "model (model.late_sodium): the drug's INaL "
+                                                 "block applies; False: the default model, "
+                                                 "INaL block not applied")
+    net_charge: bool = Field(False, description="also record the charge carried by the CiPA "
+                                                "currents (qnet, pA/pF ms per 1000 ms)")
     figures: bool = Field(True, description="write the PNG figures")
     overwrite: bool = Field(False, description="replace a finished screen in out_dir")
 
@@ -146,8 +153,21 @@ class ScreenConfig(Settings):
         if self.pacing_period_ms is not None and self.pacing_width_ms >= self.pacing_period_ms:
             raise ValueError(f"pacing_width_ms ({self.pacing_width_ms}) must be shorter than "
                              f"pacing_period_ms ({self.pacing_period_ms})")
-        self.resolve_drug()    # unknown names and bad definitions fail here
+        drug = self.resolve_drug()    # unknown names and bad definitions fail here
+        if drug.blocks and not drug.model_blocks() and not self.late_sodium:
+            raise ValueError(f"drug {drug.name!r} blocks only INaL, which the default model "
+                             "lacks: set late_sodium (--late-sodium) to simulate the model's "
+                             "late-sodium variant")
         return self
+
+    def ignored_blocks(self) -> list[str]:
+        """The drug's blocked currents this screen's model does not have (INaL without
+        late_sodium)."""
+        from .catalog import LATE_SODIUM
+
+        if self.late_sodium:
+            return []
+        return [b.current for b in self.resolve_drug().blocks if b.current == LATE_SODIUM]
 
     # ---- derived ---------------------------------------------------------------------------
 
@@ -170,6 +190,9 @@ class ScreenConfig(Settings):
         from ..model.parameters import REGISTRY_VERSION
 
         d = self.model_dump(mode="json", exclude=set(RUN_ONLY_FIELDS))
+        for k in VARIANT_FIELDS:          # absent when off: the hashes of earlier screens hold
+            if not d[k]:
+                del d[k]
         d["drug"] = self.resolve_drug().model_dump(mode="json")
         d["registry_version"] = REGISTRY_VERSION
         d["format"] = FORMAT

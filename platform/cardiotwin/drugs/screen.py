@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,14 @@ from .store import (
     write_parquet,
 )
 from .summary import arrested_flags, summarize
-from .task import ScreenTask, simulate_block
+from .task import ScreenTask, simulate_block, task_variant
 
 TASK_TIMEOUT_FACTOR = 10.0   # a task is hung after this x the longest finished one ...
 TASK_MIN_TIMEOUT_S = 300.0   # ... and at least this long (s)
 TASKS_PER_CPU = 2            # tasks in flight per cluster CPU
 
 __all__ = ["ScreenResult", "list_drugs_text", "load_screen",
-           "run_from_args", "run_screen", "simulate_block"]
+           "run_from_args", "run_screen", "run_screens", "simulate_block"]
 
 
 # ---- the driver -----------------------------------------------------------------------------
@@ -122,32 +123,114 @@ def _reuse(out: Path, echo: Callable[[str], Any] | None) -> ScreenResult:
     return load_screen(out)
 
 
-def _compute(cfg: ScreenConfig, out: Path | None, identity: dict[str, Any], chash: str,
-             progress: bool, num_cpus: int | None, ray_address: str | None,
-             ship_package: str, use_ray: bool, echo: Callable[[str], Any] | None,
-             on_progress: Callable[[int, int], Any] | None) -> ScreenResult:
-    """Simulate, summarize and (``out``) write the screen (the caller holds the lock)."""
+@dataclass
+class _Plan:
+    """One screen's work before it runs: its config, output, task and population."""
+
+    cfg: ScreenConfig
+    out: Path | None
+    identity: dict[str, Any]
+    chash: str
+    drug: Any
+    task: ScreenTask
+    mult: np.ndarray
+    cell_ids: np.ndarray
+    work: list[tuple[int, int, int]]      # (concentration index, first cell, end cell)
+
+    @property
+    def n_sims(self) -> int:
+        return self.cfg.n_cells * len(self.cfg.concentrations_nM)
+
+    def describe(self) -> str:
+        cfg, concs = self.cfg, self.cfg.concentrations_nM
+        return (f"{self.drug.name} at {', '.join(f'{c:g}' for c in concs)} nM on "
+                f"{cfg.n_cells} cells (+-{100 * cfg.spread:g}% around {cfg.twin_name}): "
+                f"{self.n_sims} simulations of {cfg.prepace_ms + cfg.record_ms:g} ms in "
+                f"{len(self.work)} tasks" + (f" -> {self.out}" if self.out else ""))
+
+
+def _plan(cfg: ScreenConfig, out: Path | None, identity: dict[str, Any], chash: str,
+          use_ray: bool) -> _Plan:
     from ..population import sample_population
 
     drug = cfg.resolve_drug()
-    concs = list(cfg.concentrations_nM)
     mult = sample_population(cfg.sampler, cfg.n_cells, cfg.spread, cfg.seed)
     cell_ids = np.arange(cfg.n_cells, dtype=np.int64)
     task = ScreenTask.from_config(cfg, drug, single_thread=use_ray)
     bounds = [(a, min(cfg.n_cells, a + cfg.batch_cells))
               for a in range(0, cfg.n_cells, cfg.batch_cells)]
-    work = [(ci, a, b) for a, b in bounds for ci in range(len(concs))]
-    n_sims = cfg.n_cells * len(concs)
+    work = [(ci, a, b) for a, b in bounds for ci in range(len(cfg.concentrations_nM))]
+    return _Plan(cfg, out, identity, chash, drug, task, mult, cell_ids, work)
+
+
+def _compute(cfg: ScreenConfig, out: Path | None, identity: dict[str, Any], chash: str,
+             progress: bool, num_cpus: int | None, ray_address: str | None,
+             ship_package: str, use_ray: bool, echo: Callable[[str], Any] | None,
+             on_progress: Callable[[int, int], Any] | None) -> ScreenResult:
+    """Simulate, summarize and (``out``) write the screen (the caller holds the lock)."""
+    plan = _plan(cfg, out, identity, chash, use_ray)
     if echo:
-        echo(f"{drug.name} at {', '.join(f'{c:g}' for c in concs)} nM on {cfg.n_cells} cells "
-             f"(+-{100 * cfg.spread:g}% around {cfg.twin_name}): {n_sims} simulations of "
-             f"{cfg.prepace_ms + cfg.record_ms:g} ms in {len(work)} tasks"
-             + (f" -> {out}" if out else ""))
+        echo(plan.describe())
     t0 = time.perf_counter()
-    parts, n_cpus, threads, startup = _execute(task, work, mult, cell_ids, n_sims, progress,
-                                               use_ray, num_cpus, ray_address, ship_package,
-                                               on_progress)
+    parts, n_cpus, threads, startup = _execute([plan], progress, use_ray, num_cpus,
+                                               ray_address, ship_package, on_progress)
     wall = time.perf_counter() - t0 - startup
+    return _assemble(plan, parts[0], n_cpus, threads, wall, startup, echo)
+
+
+def run_screens(configs: list[ScreenConfig | dict[str, Any]], progress: bool = True,
+                num_cpus: int | None = None, ray_address: str | None = None, *,
+                ship_package: str = "auto", use_ray: bool = True,
+                echo: Callable[[str], Any] | None = print) -> list[ScreenResult]:
+    """Run (or reopen) several screens with their tasks in one Ray session (one pool of
+    tasks, so the cluster stays busy across screens); each is written and reused exactly as
+    :func:`run_screen` would (each needs its own ``out_dir``, or none). Simulations that are
+    the same in two screens (same population, settings and inputs: e.g. the control, 0 nM,
+    of screens of different drugs) run once."""
+    from contextlib import ExitStack
+
+    from ..runtime.ray_setup import ray_runtime_env
+
+    cfgs = [c if isinstance(c, ScreenConfig) else ScreenConfig.create(**c) for c in configs]
+    ray_runtime_env(ship_package, ray_address)
+    outs = [Path(c.out_dir).resolve() if c.out_dir is not None else None for c in cfgs]
+    dup = sorted({str(o) for o in outs if o is not None and outs.count(o) > 1})
+    if dup:
+        raise ValueError(f"screens must have distinct out_dir; {', '.join(dup)} given twice")
+    results: list[ScreenResult | None] = [None] * len(cfgs)
+    with ExitStack() as stack:
+        plans: list[tuple[int, _Plan]] = []
+        for i, (cfg, out) in enumerate(zip(cfgs, outs, strict=True)):
+            identity, chash = cfg.identity(), cfg.config_hash()
+            if out is not None:
+                if claim_screen_dir(out, chash, identity, cfg.overwrite) is None:
+                    stack.enter_context(DirectoryLock(out))
+                if claim_screen_dir(out, chash, identity, cfg.overwrite) is not None:
+                    results[i] = load_screen(out)
+                    continue
+            plans.append((i, _plan(cfg, out, identity, chash, use_ray)))
+        if echo:
+            echo(f"{len(cfgs)} screens: {len(cfgs) - len(plans)} finished before (reused), "
+                 f"{len(plans)} to run ({sum(p.n_sims for _, p in plans)} simulations)")
+        if plans:
+            t0 = time.perf_counter()
+            parts, n_cpus, threads, startup = _execute([p for _, p in plans], progress,
+                                                       use_ray, num_cpus, ray_address,
+                                                       ship_package)
+            wall = time.perf_counter() - t0 - startup
+            for (i, plan), own in zip(plans, parts, strict=True):
+                results[i] = _assemble(plan, own, n_cpus, threads, wall, startup, None,
+                                       shared_with=len(plans))
+    return [r for r in results if r is not None]
+
+
+def _assemble(plan: _Plan, parts: list[dict[str, Any]], n_cpus: int, threads: int,
+              wall: float, startup: float, echo: Callable[[str], Any] | None,
+              shared_with: int = 1) -> ScreenResult:
+    """Summarize and (``plan.out``) write one screen from its tasks' results."""
+    cfg, out, identity, chash, drug = plan.cfg, plan.out, plan.identity, plan.chash, plan.drug
+    concs, mult, cell_ids, n_sims = list(cfg.concentrations_nM), plan.mult, plan.cell_ids, \
+        plan.n_sims
 
     # ---- assemble (rows ordered by concentration, then cell id)
     parts.sort(key=lambda p: (p["conc_index"], int(p["cell_id"][0])))
@@ -166,6 +249,9 @@ def _compute(cfg: ScreenConfig, out: Path | None, identity: dict[str, Any], chas
     summary: dict[str, Any] = {
         "format": FORMAT, "status": "complete", "config": identity, "config_hash": chash,
         "drug": drug.model_dump(mode="json"),
+        "model": {"variant": "late_sodium" if cfg.late_sodium else "default",
+                  "ignored_blocks": cfg.ignored_blocks(),
+                  "net_charge": cfg.net_charge},
         "population": {"n_cells": cfg.n_cells, "spread": cfg.spread,
                        "range": [1 - cfg.spread, 1 + cfg.spread], "sampler": cfg.sampler,
                        "seed": cfg.seed, "twin_name": cfg.twin_name,
@@ -192,6 +278,7 @@ def _compute(cfg: ScreenConfig, out: Path | None, identity: dict[str, Any], chas
                    "n_simulations": n_sims,
                    "simulated_ms_each": cfg.prepace_ms + cfg.record_ms,
                    "simulations_per_s": round(n_sims / wall, 3) if wall > 0 else None,
+                   "screens_sharing_the_run": shared_with,
                    "cpus": n_cpus, "threads_per_task": threads,
                    "task_seconds": {k: round(v, 3) for k, v in secs.items()},
                    "simulations_per_s_per_busy_core": round(n_sims / busy, 3) if busy else None,
@@ -271,12 +358,47 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
 
 # ---- execution ------------------------------------------------------------------------------
 
-def _execute(task, work, mult, cell_ids, n_sims, progress, use_ray, num_cpus, ray_address,
-             ship_package, on_progress=None) -> tuple[list[dict[str, Any]], int, int, float]:
-    """Run the tasks; (results, CPUs used, numba threads per task, seconds spent starting Ray
-    and warming the kernel before the first task)."""
+def _shared_key(plan: _Plan, ci: int, a: int, b: int) -> tuple | None:
+    """What a simulation depends on when the drug has no effect at its concentration (every
+    current fully remaining, e.g. 0 nM): equal keys give equal results in any screen. None when
+    the drug acts there."""
+    import dataclasses
+    import hashlib
+
+    conc = plan.task.concentrations_nM[ci]
+    if any(v != 1.0 for v in plan.drug.fraction_remaining(conc).values()):
+        return None
+    t = plan.task
+    rest = (conc,) + tuple((f.name, getattr(t, f.name)) for f in dataclasses.fields(t)
+                           if f.name not in ("drug", "twin_inputs", "concentrations_nM"))
+    data = hashlib.sha256(np.ascontiguousarray(plan.mult[a:b]).tobytes()
+                          + np.ascontiguousarray(plan.cell_ids[a:b]).tobytes()
+                          + np.ascontiguousarray(t.twin_inputs).tobytes()).hexdigest()
+    return rest, data
+
+
+def _execute(plans: list[_Plan], progress, use_ray, num_cpus, ray_address, ship_package,
+             on_progress=None) -> tuple[list[list[dict[str, Any]]], int, int, float]:
+    """Run the tasks of every plan (a simulation shared by several plans, see
+    :func:`_shared_key`, once); (results per plan, CPUs used, numba threads per task, seconds
+    spent starting Ray and warming the kernel before the first task)."""
     from tqdm.auto import tqdm
 
+    items: list[tuple[int, int, int, int]] = []           # (plan, conc index, a, b) to run
+    copies: dict[tuple[int, int, int, int], list[tuple[int, int]]] = {}
+    first: dict[tuple, tuple[int, int, int, int]] = {}
+    for pi, plan in enumerate(plans):
+        for ci, a, b in plan.work:
+            key = _shared_key(plan, ci, a, b)
+            if key is not None and key in first:
+                copies[first[key]].append((pi, ci))
+                continue
+            item = (pi, ci, a, b)
+            if key is not None:
+                first[key] = item
+            items.append(item)
+            copies[item] = []
+    n_sims = sum(b - a for _, _, a, b in items)
     bar = tqdm(total=n_sims, unit="sim", disable=not progress, dynamic_ncols=True,
                smoothing=0.1, desc="cells x concentrations")
     done = [0]
@@ -287,23 +409,31 @@ def _execute(task, work, mult, cell_ids, n_sims, progress, use_ray, num_cpus, ra
         if on_progress is not None:
             on_progress(done[0], n_sims)
 
+    out: list[list[dict[str, Any]]] = [[] for _ in plans]
+
+    def collect(item, part) -> None:
+        out[item[0]].append(part)
+        for pi, ci in copies[item]:
+            out[pi].append(dict(part, conc_index=ci))
+        advance(item[3] - item[2])
+
     try:
         if not use_ray:
             import numba
 
-            parts = []
-            for ci, a, b in work:
-                parts.append(simulate_block(task, cell_ids[a:b], mult[a:b], ci))
-                advance(b - a)
-            return parts, numba.get_num_threads(), numba.get_num_threads(), 0.0
-        return _execute_ray(task, work, mult, cell_ids, advance, num_cpus, ray_address,
-                            ship_package)
+            for item in items:
+                pi, ci, a, b = item
+                p = plans[pi]
+                collect(item, simulate_block(p.task, p.cell_ids[a:b], p.mult[a:b], ci))
+            return out, numba.get_num_threads(), numba.get_num_threads(), 0.0
+        n_cpus, threads, startup = _execute_ray(plans, items, collect, num_cpus, ray_address,
+                                                ship_package)
+        return out, n_cpus, threads, startup
     finally:
         bar.close()
 
 
-def _execute_ray(task: ScreenTask, work, mult, cell_ids, advance, num_cpus, ray_address,
-                 ship_package):
+def _execute_ray(plans: list[_Plan], items, collect, num_cpus, ray_address, ship_package):
     """The tasks on Ray through :class:`cardiotwin.runtime.FanOut` (module docstring)."""
     import ray
 
@@ -313,33 +443,36 @@ def _execute_ray(task: ScreenTask, work, mult, cell_ids, advance, num_cpus, ray_
     t0 = time.perf_counter()
     with ray_session(num_cpus, ray_address, ship_package):
         if ray_runtime_env(ship_package, ray_address) is None:
-            _warm_kernel()
+            _warm_kernel(plans)
         startup = time.perf_counter() - t0
         n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         remote = ray.remote(num_cpus=1, max_retries=0)(simulate_block).options(
             runtime_env={"env_vars": {"NUMBA_NUM_THREADS": "1"}},
             resources=simulation_resources())
-        task_ref = ray.put(task)
-        concs = task.concentrations_nM
-        fan = FanOut(lambda _, w: remote.remote(task_ref, cell_ids[w[1]:w[2]],
-                                                mult[w[1]:w[2]], w[0]),
-                     n_workers=TASKS_PER_CPU * n_cpus, timeout_factor=TASK_TIMEOUT_FACTOR,
-                     min_timeout_s=TASK_MIN_TIMEOUT_S,
-                     describe=lambda w: f"screen task (cells {w[1]}-{w[2] - 1} at "
-                                        f"{concs[w[0]]:g} nM)")
-        parts = []
-        for (_, a, b), part in fan.run(work):
-            parts.append(part)
-            advance(b - a)
-        return parts, n_cpus, 1, startup
+        refs = [ray.put(p.task) for p in plans]
+
+        def submit(_, w):
+            p = plans[w[0]]
+            return remote.remote(refs[w[0]], p.cell_ids[w[2]:w[3]], p.mult[w[2]:w[3]], w[1])
+
+        fan = FanOut(submit, n_workers=TASKS_PER_CPU * n_cpus,
+                     timeout_factor=TASK_TIMEOUT_FACTOR, min_timeout_s=TASK_MIN_TIMEOUT_S,
+                     describe=lambda w: f"screen task ({plans[w[0]].drug.name}, cells "
+                                        f"{w[2]}-{w[3] - 1} at "
+                                        f"{plans[w[0]].task.concentrations_nM[w[1]]:g} nM)")
+        for item, part in fan.run(items):
+            collect(item, part)
+        return n_cpus, 1, startup
 
 
-def _warm_kernel() -> None:
-    """Run the current-clamp kernel once on one cell here, so numba's on-disk cache is written
-    before the tasks start (instead of every worker compiling it at once after a change)."""
+def _warm_kernel(plans: list[_Plan]) -> None:
+    """Run the current-clamp kernel(s) the plans use once on one cell here, so numba's on-disk
+    cache is written before the tasks start (instead of every worker compiling at once after a
+    change)."""
     from ..simulate import simulate_current_clamp
 
-    simulate_current_clamp(1.0, None)
+    for late, charge in sorted({(p.task.late_sodium, p.task.record_charge) for p in plans}):
+        simulate_current_clamp(1.0, None, **task_variant(late, charge))
 
 
 

@@ -34,6 +34,8 @@ FIGURES = {"dose_response": "dose_response.png", "apd90_violins": "apd90_violins
 _OWN = set(FILES.values()) | set(FIGURES.values())
 STR_KEYS = ("status", "outcome", "reason")
 BOOL_KEYS = ("ead",)
+#: charge columns of screens with net_charge (pA/pF ms per 1000 ms; drugs.task.charge_columns)
+CHARGE_KEYS = ("q_IKr", "q_ICaL", "q_INaL", "q_IKs", "q_IK1", "q_Ito", "qnet")
 
 
 @dataclass
@@ -101,8 +103,9 @@ def make_tables(columns: dict[str, np.ndarray], cell_ids: np.ndarray, multiplier
     from ..model.parameters import N_INFERRED
 
     order = ["cell_id", "concentration_nM", *STR_KEYS, *BOOL_KEYS, "arrested", *INT_KEYS,
-             *FLOAT_KEYS]
-    results = pa.table({k: (pa.array(columns[k].astype(np.float32)) if k in FLOAT_KEYS
+             *FLOAT_KEYS, *(k for k in CHARGE_KEYS if k in columns)]
+    floats = (*FLOAT_KEYS, *CHARGE_KEYS)
+    results = pa.table({k: (pa.array(columns[k].astype(np.float32)) if k in floats
                             else pa.array(columns[k].tolist() if k in STR_KEYS
                                           else columns[k]))
                         for k in order})

@@ -72,7 +72,7 @@ def summarize(columns: dict[str, np.ndarray], concentrations: list[float],
               ) -> list[dict[str, Any]]:
     """One summary dict per concentration from the per-cell columns (cell_id,
     concentration_nM, outcome, ead, arrested, apd90_ms, apd90_all_ms, cycle_length_ms, mdp_mV,
-    v_median_mV)."""
+    v_median_mV; qnet when recorded)."""
     cid, conc, outc = columns["cell_id"], columns["concentration_nM"], columns["outcome"]
     apd = columns["apd90_ms"]
     ref = min(concentrations)
@@ -118,5 +118,6 @@ def summarize(columns: dict[str, np.ndarray], concentrations: list[float],
             "apd90_all_beats_ms": describe(columns["apd90_all_ms"][m]),
             "cycle_length_ms": describe(columns["cycle_length_ms"][m]),
             "mdp_mV": describe(columns["mdp_mV"][m]),
+            **({"qnet": describe(columns["qnet"][m])} if "qnet" in columns else {}),
         })
     return out

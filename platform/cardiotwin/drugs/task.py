@@ -22,7 +22,10 @@ class ScreenTask:
 
     ``drug``: the resolved :class:`~cardiotwin.drugs.catalog.Drug`; ``twin_inputs``: the
     model inputs of the twin the population is sampled around; ``pacing_period_ms`` None:
-    free-running; ``single_thread``: one numba thread (a Ray task holding one CPU)."""
+    free-running; ``single_thread``: one numba thread (a Ray task holding one CPU);
+    ``late_sodium``: simulate the model's late-sodium variant (model.late_sodium), the drug's
+    INaL block on its conductance; ``record_charge``: also the charge carried by the CiPA
+    currents (columns ``CHARGE_KEYS``)."""
 
     drug: Any
     concentrations_nM: tuple[float, ...]
@@ -39,6 +42,8 @@ class ScreenTask:
     n_keep_traces: int
     trace_interval_ms: float
     single_thread: bool
+    late_sodium: bool = False
+    record_charge: bool = False
 
     @classmethod
     def from_config(cls, cfg: Any, drug: Any, single_thread: bool) -> ScreenTask:
@@ -52,7 +57,8 @@ class ScreenTask:
                    depolarized_mdp_mV=cfg.depolarized_mdp_mV,
                    ead_min_repolarization=cfg.ead_min_repolarization,
                    n_keep_traces=cfg.n_keep_traces, trace_interval_ms=cfg.trace_interval_ms,
-                   single_thread=single_thread)
+                   single_thread=single_thread, late_sodium=cfg.late_sodium,
+                   record_charge=cfg.net_charge)
 
     def stimulus(self, t_ms: np.ndarray) -> np.ndarray | None:
         """The pacing current (pA/pF) on the recorded run's time axis (it starts after the
@@ -61,6 +67,29 @@ class ScreenTask:
             return None
         phase = np.mod(t_ms + self.prepace_ms, self.pacing_period_ms)
         return np.where(phase < self.pacing_width_ms, self.pacing_amplitude, 0.0)
+
+
+def task_variant(late_sodium: bool, record_charge: bool, inal_scale: float = 1.0
+                 ) -> dict[str, Any]:
+    """The keyword arguments of ``simulate_current_clamp`` for the model variant of a task
+    (none for the default model without charge)."""
+    kw: dict[str, Any] = {}
+    if late_sodium:
+        from ..model.late_sodium import LateSodium
+
+        kw["late_sodium"] = LateSodium(scale=inal_scale)
+    if record_charge:
+        kw["record_charge"] = True
+    return kw
+
+
+def charge_columns(charge: dict[str, np.ndarray], record_ms: float) -> dict[str, np.ndarray]:
+    """Per-cell charge columns (pA/pF ms per 1000 ms, i.e. per beat at 1 Hz): q_<current> of
+    each CiPA current and qnet, their sum, from the kernel's charges over ``record_ms``."""
+    per_s = 1000.0 / record_ms
+    out = {f"q_{k}": np.asarray(v, dtype=np.float64) * per_s for k, v in charge.items()}
+    out["qnet"] = np.sum([out[f"q_{k}"] for k in charge], axis=0)
+    return out
 
 
 def simulate_block(task: ScreenTask, cell_ids: np.ndarray, multipliers: np.ndarray,
@@ -84,10 +113,12 @@ def simulate_block(task: ScreenTask, cell_ids: np.ndarray, multipliers: np.ndarr
     if task.pacing_period_ms is not None:
         pacing = Pacing(period_ms=task.pacing_period_ms, amplitude=task.pacing_amplitude,
                         width_ms=task.pacing_width_ms)
+    variant = task_variant(task.late_sodium, task.record_charge,
+                           task.drug.late_sodium_remaining(conc))
     t0 = time.perf_counter()
     res = simulate_current_clamp(task.record_ms, inputs, temperature_K=task.temperature_K,
                                  record_interval_ms=task.record_interval_ms, pacing=pacing,
-                                 prepace_ms=task.prepace_ms)
+                                 prepace_ms=task.prepace_ms, **variant)
     t1 = time.perf_counter()
     i_stim = task.stimulus(res.t_ms)
     cols: dict[str, list] = {k: [] for k in (*STR_KEYS, *BOOL_KEYS, *INT_KEYS, *FLOAT_KEYS)}
@@ -120,6 +151,10 @@ def simulate_block(task: ScreenTask, cell_ids: np.ndarray, multipliers: np.ndarr
     for k in FLOAT_KEYS:
         out[k] = out[k].astype(np.float64)
     out["ead"] = out["ead"].astype(bool)
+    if task.record_charge:
+        charge = charge_columns(res.charge, task.record_ms)
+        for k, v in charge.items():
+            out[k] = np.where(res.unstable, np.nan, v)
     return {"conc_index": conc_index, "cell_id": np.asarray(cell_ids, dtype=np.int64),
             "columns": out, "traces": traces,
             "seconds": {"setup": t0 - t_start, "simulate": t1 - t0, "analyze": t2 - t1},
