@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..model.artefacts import VoltageClampArtefacts, propagators, recording_noise
 from ..model.equations import CURRENT_NAMES, N_CURRENTS, cell_constants
 from ..model.parameters import BASELINE, INITIAL_STATE, N_INPUTS, N_STATES
 from ..model.temperature import tau_factor
@@ -100,7 +101,9 @@ class SealLeak:
 class VoltageClampResult:
     """t_ms (n_samples,), v_mV command (n_samples,), i_total (n_cells, n_samples) pA/pF float32,
     currents {name: (n_cells, n_samples)} when requested, final_state (n_cells, 23) (NaN for
-    unstable cells), unstable (n_cells,) bool, protocol_hash."""
+    unstable cells), unstable (n_cells,) bool, protocol_hash. With artefacts, i_total is the
+    recorded current (pA/pF of the amplifier's Cm*, noise included) and v_membrane
+    (n_cells, n_samples) the membrane potential (mV) when requested."""
 
     t_ms: np.ndarray
     v_mV: np.ndarray
@@ -109,6 +112,7 @@ class VoltageClampResult:
     final_state: np.ndarray
     unstable: np.ndarray
     protocol_hash: str
+    v_membrane: np.ndarray | None = None
 
 
 @dataclass
@@ -207,13 +211,19 @@ def cc_setup(duration_ms: float, inputs, temperature_K: float, record_interval_m
 
 
 def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: float | None = None,
-                           record_currents: bool = False, initial_state=None
+                           record_currents: bool = False, initial_state=None,
+                           artefacts: VoltageClampArtefacts | None = None,
+                           record_membrane: bool = False, noise_seed: int = 0
                            ) -> VoltageClampResult:
     """Clamp every cell to ``protocol``'s command and record I_total (pA/pF), sampled every
     ``protocol.sample_interval_ms`` (integrated with dt <= 0.1 ms).
 
     ``temperature_K`` defaults to the protocol's; gating kinetics follow Q10 = 3. Starts from the
     model's initial state unless ``initial_state`` (23,) or (n_cells, 23) is given.
+    ``artefacts``: the amplifier, series resistance and seal of a real recording
+    (:class:`~cardiotwin.model.artefacts.VoltageClampArtefacts`, per cell or shared); i_total is
+    then the recorded current, with its noise drawn from ``noise_seed``, and
+    ``record_membrane`` also returns V_m. None: the ideal clamp (V_m = command).
     """
     protocol, cp, y0, rec_every, dt, seg_n, v0, v1 = vc_setup(protocol, inputs, temperature_K,
                                                               initial_state)
@@ -223,13 +233,32 @@ def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: fl
     cur = np.empty((n, N_CURRENTS, n_rec) if record_currents else (1, 1, 1), np.float32)
     final = np.empty((n, N_STATES))
     unstable = np.zeros(n, np.bool_)
-    kernels.voltage_clamp_kernel[bool(record_currents)](
-        kernels.workspace(n), cp, y0, seg_n * rec_every, v0, v1, dt, rec_every, itot, cur, final,
-        unstable)
+    vm = None
+    if artefacts is None:
+        kernels.voltage_clamp_kernel[bool(record_currents)](
+            kernels.workspace(n), cp, y0, seg_n * rec_every, v0, v1, dt, rec_every, itot, cur,
+            final, unstable)
+    else:
+        if not isinstance(artefacts, VoltageClampArtefacts):
+            raise TypeError(f"artefacts must be VoltageClampArtefacts, found "
+                            f"{type(artefacts).__name__}")
+        table = artefacts.per_cell(n)
+        prop = propagators(table, dt)
+        prop_fine = propagators(table, dt / kernels.EDGE_SUBSTEPS)
+        vm = np.empty((n, n_rec) if record_membrane else (1, 1), np.float32)
+        kernels.artefact_clamp_kernel[bool(record_currents)](
+            kernels.workspace(n, kernels.N_WS_ARTEFACT), cp, y0, prop, prop_fine,
+            seg_n * rec_every, v0, v1, dt, rec_every, int(round(kernels.EDGE_MS / dt)), itot,
+            bool(record_membrane), vm, cur, final, unstable)
+        noise = recording_noise(protocol.times_ms(), n, artefacts.noise_sd,
+                                artefacts.hum_amplitude, artefacts.hum_hz, noise_seed)
+        if noise is not None:
+            itot += noise.astype(np.float32)
+        vm = vm if record_membrane else None
     currents = ({name: cur[:, i, :] for i, name in enumerate(CURRENT_NAMES)}
                 if record_currents else None)
     return VoltageClampResult(protocol.times_ms(), protocol.command_voltage(), itot, currents,
-                              final, unstable, protocol.protocol_hash)
+                              final, unstable, protocol.protocol_hash, vm)
 
 
 def simulate_current_clamp(duration_ms: float, inputs=None, *, temperature_K: float = 310.0,

@@ -19,6 +19,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
+from ..model.artefacts import N_PROPAGATOR, artefact_step, membrane_after_step
 from ..model.equations import (
     CAI,
     CP0,
@@ -41,7 +42,8 @@ def _drop_stale_cache() -> None:
     and vecmath.py, so drop the cached kernels when those change."""
     root = Path(__file__).resolve().parent.parent
     digest = sha256_bytes(b"".join(
-        (root / rel).read_bytes() for rel in ("model/equations.py", "vecmath.py")))
+        (root / rel).read_bytes()
+        for rel in ("model/equations.py", "model/artefacts.py", "vecmath.py")))
     cache = Path(__file__).resolve().parent / "__pycache__"
     stamp = cache / "kernels.inlined-sources.sha256"
     try:
@@ -63,6 +65,19 @@ N_WS = N_ROWS + 3  # workspace rows: the model's, then unstable flag, dV/dt, sub
 BAD = N_ROWS
 DVDT = N_ROWS + 1
 NSUB = N_ROWS + 2
+# the artefact clamp's extra rows: V_est, I_out (model.artefacts), then the propagator
+# (and one scratch row for the V_m of the step's ionic currents); DVDT holds the step's
+# recorded current
+VEST = N_WS
+PROP = VEST + 2  # the propagator of a step dt, then of a sub-step dt / EDGE_SUBSTEPS
+PROP_FINE = PROP + N_PROPAGATOR
+VSTEP = PROP_FINE + N_PROPAGATOR  # V_m at which the step's ionic currents are evaluated
+VTERMS = VSTEP + 1  # V_m at which the lane's voltage terms were last computed
+N_WS_ARTEFACT = VTERMS + 1
+VTERMS_TOL_MV = 0.05  # mV: gate steady states and time constants move by < 0.3% below this
+EDGE_MS = 3.0  # ms after each command edge integrated in sub-steps ...
+EDGE_SUBSTEPS = 8  # ... of dt / EDGE_SUBSTEPS
+
 _JIT = dict(parallel=True, nogil=True, error_model="numpy", cache=True, _nrt=False,
             fastmath={"contract"})  # nogil: a served twin simulates while requests parse
 
@@ -72,9 +87,10 @@ def n_chunks(n_cells: int) -> int:
     return (n_cells + CHUNK - 1) // CHUNK
 
 
-def workspace(n_cells: int) -> np.ndarray:
-    """Workspace for the kernels: (n_chunks, N_WS * CHUNK) float64."""
-    return np.zeros((n_chunks(n_cells), N_WS * CHUNK))
+def workspace(n_cells: int, rows: int = N_WS) -> np.ndarray:
+    """Workspace for the kernels: (n_chunks, rows * CHUNK) float64 (N_WS_ARTEFACT rows for
+    the artefact clamp)."""
+    return np.zeros((n_chunks(n_cells), rows * CHUNK))
 
 
 @numba.njit(inline="always")
@@ -184,6 +200,116 @@ def _make_voltage_clamp_kernel(store_currents):
 #:                                       itot_out, cur_out, final_state, unstable)
 voltage_clamp_kernel = {False: _make_voltage_clamp_kernel(False),
                         True: _make_voltage_clamp_kernel(True)}
+
+
+@numba.njit(inline="always")
+def _artefact_substep(ws, prow, v_cmd, h, weight, store_currents):
+    """One (sub-)step h (ms) of the artefact clamp for every lane: V_m predicted with the last
+    I_ion, the voltage terms moved to it lane by lane once it is VTERMS_TOL_MV away, the cell
+    model advanced at it, then the exact amplifier step with the propagator at row prow; adds
+    weight times the sub-step's mean recorded current to row DVDT."""
+    moved = 0.0
+    for c in range(CHUNK):
+        vm = membrane_after_step(ws, c, CHUNK, VEST, prow, v_cmd, ws[ITOT * CHUNK + c])
+        ws[VSTEP * CHUNK + c] = vm
+        far = abs(vm - ws[VTERMS * CHUNK + c]) > VTERMS_TOL_MV
+        ws[VTERMS * CHUNK + c] = vm if far else ws[VTERMS * CHUNK + c]
+        moved = max(moved, 1.0 if far else 0.0)
+    if moved > 0.0:  # recomputing a lane at the same V changes nothing in it
+        for c in range(CHUNK):
+            voltage_terms(ws, c, CHUNK, ws[VTERMS * CHUNK + c], h)
+    if _any_hot(ws):
+        for c in range(CHUNK):
+            advance(ws, c, CHUNK, ws[VSTEP * CHUNK + c], h, 0.0, True, store_currents, True)
+    else:
+        for c in range(CHUNK):
+            advance(ws, c, CHUNK, ws[VSTEP * CHUNK + c], h, 0.0, True, store_currents, False)
+    for c in range(CHUNK):
+        ws[DVDT * CHUNK + c] += weight * artefact_step(ws, c, CHUNK, VEST, prow, v_cmd,
+                                                       ws[ITOT * CHUNK + c])
+
+
+def _make_artefact_clamp_kernel(store_currents):
+    @numba.njit(**_JIT)
+    def kernel(wsall, cp, y0, prop, prop_fine, seg_n, seg_v0, seg_v1, dt, rec_every,
+               edge_steps, iout_out, record_vm, vm_out, cur_out, final_state, unstable):
+        """Voltage clamp of n cells through the amplifier and seal (model.artefacts): like
+        voltage_clamp_kernel, but the membrane follows V_m of equations (1)-(4), so the gates'
+        voltage terms are updated every step, and sample k holds the recorded current I_out
+        (pA/pF of Cm*) averaged over the step from t_k, and vm_out (when record_vm) the V_m
+        at which that step's ionic currents (cur_out) were evaluated (see model.artefacts).
+        prop (n, N_PROPAGATOR) from model.artefacts.propagators(table, dt); wsall from
+        workspace(n, N_WS_ARTEFACT). The command is taken at mid-step on ramps.
+        """
+        n = cp.shape[0]
+        for ch in prange(wsall.shape[0]):
+            ws = wsall[ch]
+            c0 = ch * CHUNK
+            _load_chunk(ws, cp, y0, c0, n)
+            for c in range(CHUNK):
+                cell = min(c0 + c, n - 1)
+                ws[ITOT * CHUNK + c] = 0.0
+                ws[VTERMS * CHUNK + c] = np.inf  # the first step computes them
+                ws[V_ * CHUNK + c] = seg_v0[0]
+                ws[VEST * CHUNK + c] = seg_v0[0]
+                ws[(VEST + 1) * CHUNK + c] = 0.0
+                for r in range(N_PROPAGATOR):
+                    ws[(PROP + r) * CHUNK + c] = prop[cell, r]
+                    ws[(PROP_FINE + r) * CHUNK + c] = prop_fine[cell, r]
+            k = 0
+            was_fine = False
+            for s in range(seg_n.size):
+                ns = seg_n[s]
+                v0 = seg_v0[s]
+                dv = (seg_v1[s] - v0) / ns
+                for i in range(ns):
+                    # the first EDGE_STEPS steps after a command edge in EDGE_SUBSTEPS sub-steps
+                    # (INa and the capacitive transient), the others in one
+                    fine = i < edge_steps
+                    n_sub = EDGE_SUBSTEPS if fine else 1
+                    h = dt / n_sub
+                    prow = PROP_FINE if fine else PROP
+                    if fine != was_fine:  # the gates' decay factors are for the other step
+                        for c in range(CHUNK):
+                            ws[VTERMS * CHUNK + c] = np.inf
+                    was_fine = fine
+                    for c in range(CHUNK):
+                        ws[DVDT * CHUNK + c] = 0.0
+                    for sub in range(n_sub):
+                        v_cmd = v0 + dv * (i + (sub + 0.5) / n_sub)
+                        _artefact_substep(ws, prow, v_cmd, h, 1.0 / n_sub, store_currents)
+                    if k % rec_every == 0:
+                        j = k // rec_every
+                        for c in range(CHUNK):
+                            cell = c0 + c
+                            if cell >= n:
+                                continue
+                            i_rec = ws[DVDT * CHUNK + c]
+                            if not (np.isfinite(i_rec) and abs(ws[V_ * CHUNK + c]) < V_LIMIT):
+                                ws[BAD * CHUNK + c] = 1.0
+                            bad = ws[BAD * CHUNK + c] != 0.0
+                            if bad:
+                                _reset_lane(ws, y0, cell, c)
+                                ws[V_ * CHUNK + c] = seg_v0[0]
+                                ws[VEST * CHUNK + c] = seg_v0[0]
+                                ws[(VEST + 1) * CHUNK + c] = 0.0
+                            iout_out[cell, j] = np.nan if bad else i_rec
+                            if record_vm:
+                                vm_out[cell, j] = np.nan if bad else ws[VSTEP * CHUNK + c]
+                            if store_currents:
+                                for q in range(N_CURRENTS):
+                                    cur_out[cell, q, j] = (np.nan if bad
+                                                           else ws[(CUR0 + q) * CHUNK + c])
+                    k += 1
+            _store_chunk(ws, final_state, unstable, c0, n)
+
+    return kernel
+
+
+#: artefact_clamp_kernel[store_currents](wsall, cp, y0, prop, seg_n, seg_v0, seg_v1, dt,
+#:     rec_every, iout_out, record_vm, vm_out, cur_out, final_state, unstable)
+artefact_clamp_kernel = {False: _make_artefact_clamp_kernel(False),
+                         True: _make_artefact_clamp_kernel(True)}
 
 
 @intrinsic
