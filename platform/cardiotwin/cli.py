@@ -33,7 +33,7 @@ from typing import Any
 # stage packages whose cli_args module registers subcommands, in the order of the help text
 # (simulate.cli_args also adds ``features``)
 STAGES = ("simulate", "demo", "population", "learn", "twin", "drugs",
-          "protocol_search", "protocol_io", "reconstruct", "hybrid", "coverage")
+          "protocol_search", "protocol_io", "reconstruct", "hybrid", "coverage", "cipa")
 
 
 # ---- commands without a stage of their own: pair generation and Ray Tune searches -----------
