@@ -251,6 +251,14 @@ def prior_bounds(meta) -> dict[str, list]:
     return {"low": [lo] * p, "high": [hi] * p, "log": [False] * p}
 
 
+def artefact_prior(meta) -> dict[str, Any] | None:
+    """The voltage-clamp artefact prior a store was simulated with (ArtefactPrior fields, from
+    the manifest's simulation.voltage_clamp.artefacts), None for the ideal clamp."""
+    vc = (meta.simulation or {}).get("voltage_clamp") or {}
+    art = vc.get("artefacts")
+    return dict(art["prior"]) if art else None
+
+
 def _check_compatible(stores: list) -> None:
     first = stores[0]
     for s in stores[1:]:
@@ -260,7 +268,9 @@ def _check_compatible(stores: list) -> None:
                             s.meta.i_total.model_dump()),
                            ("sampling range", first.meta.sampling.range,
                             s.meta.sampling.range),
-                           ("prior", prior_bounds(first.meta), prior_bounds(s.meta))):
+                           ("prior", prior_bounds(first.meta), prior_bounds(s.meta)),
+                           ("voltage-clamp artefacts", artefact_prior(first.meta),
+                            artefact_prior(s.meta))):
             if a != b:
                 raise ValueError(f"stores {first.path} and {s.path} differ in {what}: "
                                  f"{str(a)[:80]} vs {str(b)[:80]}; train on stores of one "
@@ -343,6 +353,7 @@ def load_dataset(stores, pool_k: int = 1, statuses=("ok",), protocol_hash: str |
             "protocol_hash": stores[0].protocol_hash, "protocol": meta.protocol,
             "registry_version": meta.registry_version,
             "sampling_range": list(meta.sampling.range), "prior_bounds": prior_bounds(meta),
+            "vc_artefacts": artefact_prior(meta),
             "statuses": list(statuses), "max_cells": max_cells, "split_sizes": sizes,
             "pool": int(pool_k), "n_stored": int(n_stored), "edges": edges,
             "store_decimation": (int(it.decimation_factor), it.decimation),

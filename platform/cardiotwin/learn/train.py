@@ -264,7 +264,8 @@ def write_model_artifact(out_dir: str | Path, model, prep: Prepared, config: Tra
         "protocol_hash": data.info["protocol_hash"], "protocol": data.info["protocol"],
         "data": {k: data.info[k] for k in ("stores", "manifest_hashes", "config_hashes",
                                            "statuses", "max_cells", "split_sizes",
-                                           "sampling_range", "prior_bounds", "i_total")
+                                           "sampling_range", "prior_bounds", "vc_artefacts",
+                                           "i_total")
                  if k in data.info},
         "input": prep.transform.to_json(), "output": prep.scaling.to_json(),
         "config": config.model_dump(mode="json"),

@@ -94,7 +94,8 @@ class ShardSimulator:
 
             cuda._require_cuda()  # a clear error when this node cannot run the GPU kernels
         self.out = Path(ctx.out_dir)
-        self.schema = make_schema(ctx.n_stored, ctx.schema_metadata)
+        self.schema = make_schema(ctx.n_stored, ctx.schema_metadata,
+                                  artefacts=ctx.config.vc_artefacts is not None)
 
     def where(self) -> dict[str, Any]:
         import cardiotwin
@@ -116,6 +117,8 @@ class ShardSimulator:
         m = sample_population(cfg.sampler, cfg.n_cells, cfg.spread, cfg.seed, first, n,
                               design=self.design, prior=prior)
         nuisance, seal_g, seal_e = prior.nuisance(cfg.seed, first, n)
+        art = (cfg.vc_artefacts.draw(cfg.seed, first, n) if cfg.vc_artefacts is not None
+               else None)
         writer = ShardWriter(self.out, index, self.schema)
         counts: Counter[str] = Counter()
         times: dict[str, float] = defaultdict(float)     # seconds per stage
@@ -129,7 +132,8 @@ class ShardSimulator:
                     nuisance=nuisance[a:b] if prior.varies_nuisance else None,
                     seal=(None if prior.seal_g_nS_per_pF is None
                           else (seal_g[a:b], seal_e[a:b])),
-                    calibration=cfg.calibration)
+                    calibration=cfg.calibration,
+                    artefacts=art[a:b] if art is not None else None)
                 for stage, sec in tt.items():
                     times[stage] += sec
                 counts.update(st.tolist())
@@ -137,7 +141,8 @@ class ShardSimulator:
                 t_w = time.perf_counter()
                 writer.write(make_table(self.schema, np.arange(first + a, first + b)[keep],
                                         m[a:b][keep], st[keep],
-                                        {k: v[keep] for k, v in bm.items()}, itot[keep]))
+                                        {k: v[keep] for k, v in bm.items()}, itot[keep],
+                                        art[a:b][keep] if art is not None else None))
                 times["write"] += time.perf_counter() - t_w
                 self._maybe_fault(index)
             t_w = time.perf_counter()

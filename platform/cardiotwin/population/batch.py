@@ -24,14 +24,17 @@ GPU_CHUNK_CELLS = 16384     # the same on a GPU actor (~0.7 MB of host memory pe
 def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
                    temperature_K: float, decimation_factor: int = 1, decimation: str = "mean",
                    device: str = "cpu", nuisance: np.ndarray | None = None,
-                   seal: tuple[np.ndarray, np.ndarray] | None = None, calibration=None
+                   seal: tuple[np.ndarray, np.ndarray] | None = None, calibration=None,
+                   artefacts: np.ndarray | None = None
                    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, dict[str, float]]:
     """Voltage clamp and classification AP run of the cells of ``multipliers`` (n, 52):
     (statuses (n,), biomarkers {BATCH_KEYS: (n,)}, I_total (n, n_stored) float32 pA/pF,
     seconds per stage {vc, ap, classify}). ``device`` "gpu" simulates with simulate.cuda.
     ``nuisance``: scales of the non-inferred inputs (n, len(prior.NUISANCE_INPUTS)), in both
     runs; ``seal``: (g nS/pF, E mV) per cell, the AP run's seal leak; ``calibration``: a
-    population.calibration.Calibration applied to the statuses."""
+    population.calibration.Calibration applied to the statuses; ``artefacts``: the
+    voltage-clamp artefact table (n, model.artefacts.N_ARTEFACT_FIELDS), the recorded current
+    is stored (CPU only). A cell whose clamp diverges is 'unstable'."""
     from ..model import inputs_from_multipliers
     from ..simulate import SealLeak
     from .prior import apply_nuisance
@@ -56,7 +59,16 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
     if nuisance is not None:
         inputs = apply_nuisance(inputs, nuisance)
     t0 = time.perf_counter()
-    vc = simulate_voltage_clamp(protocol, inputs)
+    if artefacts is None:
+        vc = simulate_voltage_clamp(protocol, inputs)
+    elif device == "gpu":
+        raise ValueError("voltage-clamp artefacts are simulated on the CPU only: use device "
+                         "'cpu' (or no vc_artefacts) for this population")
+    else:
+        from ..model.artefacts import VoltageClampArtefacts
+
+        vc = simulate_voltage_clamp(protocol, inputs,
+                                    artefacts=VoltageClampArtefacts.from_columns(artefacts))
     t1 = time.perf_counter()
     cc = simulate_current_clamp(ap_duration_ms, inputs, temperature_K=temperature_K,
                                 record_interval_ms=AP_RECORD_INTERVAL_MS,
@@ -71,12 +83,14 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
     return statuses, markers, itot, {"vc": t1 - t0, "ap": t2 - t1, "classify": t3 - t2}
 
 
-def warm_kernels(protocol) -> None:
+def warm_kernels(protocol, artefacts=None) -> None:
     """Run both kernels once on one cell in the driver, so that numba's on-disk cache is
     written once, before the actors start (instead of every actor compiling at the same time
-    after a code change). The actors load it when they import the same package files."""
+    after a code change). The actors load it when they import the same package files.
+    ``artefacts``: the population's ArtefactPrior (its kernel is warmed too), or None."""
     from ..protocols import Protocol, Segment
 
     tiny = Protocol((Segment(1.0, -80.0, -80.0),), protocol.sample_interval_ms,
                     protocol.temperature_K)
-    simulate_batch(tiny, np.ones((1, N_INFERRED)), 1.0, protocol.temperature_K)
+    simulate_batch(tiny, np.ones((1, N_INFERRED)), 1.0, protocol.temperature_K,
+                   artefacts=None if artefacts is None else artefacts.draw(0, 0, 1))

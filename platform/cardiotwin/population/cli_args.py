@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .artefact_prior import ArtefactPrior
 from .prior import PRIOR_PRESETS, prior_preset
 
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
@@ -61,6 +62,12 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                     metavar="CL:APD90:MDP",
                     help="calibration tolerances: CL and APD90 fractions, MDP in mV (default "
                          "0.2:0.2:6)")
+    add_artefact_arguments(p.add_argument_group(
+        "voltage-clamp artefacts (amplifier, series resistance, seal)"),
+        "simulate the voltage clamp as a real recording (Lei et al. 2020 artefact model), "
+        "each cell's Cm, R_s, leak, offset, amplifier estimates and compensation drawn from "
+        "the default patch-clamp prior (population/artefact_prior.py) and stored with the "
+        "cell")
     s = p.add_argument_group("simulation")
     s.add_argument("--protocol", default="protocol_a", metavar="P",
                    help="voltage-clamp protocol: a .csv (duration_ms,v_start_mV,v_end_mV or "
@@ -140,6 +147,44 @@ def _triple(text: str) -> tuple[float, ...]:
     return _floats(text, 3, "CL:APD90:MDP (three numbers)")
 
 
+def _artefact_range(text: str) -> tuple[str, tuple[float, float]]:
+    name, sep, value = text.partition("=")
+    if not sep or name not in ArtefactPrior.range_names():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=LO:HI or NAME=VALUE with NAME one of "
+            f"{', '.join(ArtefactPrior.range_names())}, found {text!r}")
+    lo_hi = _floats(value, 2, "LO:HI") if ":" in value else _floats(value, 1, "a number") * 2
+    return name, (lo_hi[0], lo_hi[1])
+
+
+def add_artefact_arguments(group: Any, what: str) -> None:
+    """--vc-artefacts (``what`` it does), --vc-artefact NAME=LO:HI|VALUE, --vc-metadata CSV:
+    shared by ``generate`` and ``twin``."""
+    group.add_argument("--vc-artefacts", action="store_true", help=what)
+    group.add_argument("--vc-artefact", action="append", default=[], type=_artefact_range,
+                       metavar="NAME=LO:HI|NAME=VALUE",
+                       help="set one artefact range (implies --vc-artefacts; repeatable), "
+                            "e.g. compensation=0.7 (a known amplifier setting) or "
+                            "cm_pF=35:50; names: " + ", ".join(ArtefactPrior.range_names()))
+    group.add_argument("--vc-metadata", default=None, metavar="CSV",
+                       help="narrow Cm, R_s and the leak to a lab's cell metadata (a CSV with "
+                            "Cm (pF), Ra (MOhm) and Rm (MOhm) columns, or a JSON object "
+                            "cm_pF, rs_MOhm, rm_MOhm; implies --vc-artefacts)")
+
+
+def artefact_prior_from_args(a: argparse.Namespace) -> ArtefactPrior | None:
+    """The population's ArtefactPrior from --vc-artefacts, --vc-metadata and --vc-artefact
+    (in that order: explicit ranges win), or None for the ideal clamp."""
+    from ..recording_metadata import artefact_ranges, read_cell_metadata
+
+    ranges = dict(getattr(a, "vc_artefact", []) or [])
+    meta = getattr(a, "vc_metadata", None)
+    if not (getattr(a, "vc_artefacts", False) or ranges or meta):
+        return None
+    known = artefact_ranges(read_cell_metadata(meta)) if meta else {}
+    return ArtefactPrior().narrowed(**{**known, **ranges})
+
+
 def config_from_args(a: argparse.Namespace):
     """The GenerationConfig of parsed arguments (ValueError on invalid values)."""
     from .calibration import calibration_from_real
@@ -162,7 +207,7 @@ def config_from_args(a: argparse.Namespace):
             preset.pop("ap_duration_ms", None)
         prior.update(preset)
     return GenerationConfig.create(
-        **prior, calibration=calibration,
+        **prior, calibration=calibration, vc_artefacts=artefact_prior_from_args(a),
         n_cells=a.n_cells, sampler=a.sampler, seed=a.seed,
         protocol=a.protocol, temperature_K=a.temperature_k,
         keep_rejected=a.keep_rejected, decimate_to_hz=a.decimate_to_hz,

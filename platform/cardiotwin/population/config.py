@@ -51,6 +51,7 @@ from ..settings import (
     TemperatureK,
 )
 from ..storage.identity import canonical_json, identity_hash
+from .artefact_prior import ArtefactPrior
 from .calibration import Calibration
 from .prior import Prior
 
@@ -64,7 +65,8 @@ AP_RECORD_INTERVAL_MS = 0.1  # the AP run is recorded (and classified) at 10 kHz
 RUN_ONLY_FIELDS = ("n_workers", "out_dir", "protocol", "device", "shard_timeout_s")
 # fields of the prior and the calibration: in the identity only when not at their defaults
 PRIOR_FIELDS = ("prior", "conductance_factor", "nuisance_factor", "seal_g_nS_per_pF",
-                "seal_e_mV", "multiplier_ranges", "nuisance_ranges", "calibration")
+                "seal_e_mV", "multiplier_ranges", "nuisance_ranges", "calibration",
+                "vc_artefacts")
 DEVICES = ("auto", "cpu", "gpu")
 SAMPLERS = ("uniform", "lhs", "sobol")
 
@@ -119,6 +121,10 @@ class GenerationConfig(Settings):
     calibration: Calibration | None = Field(
         None, description="keep as 'ok' only beating cells near one of these phenotypes "
                           "(population/calibration.py); None: no calibration")
+    vc_artefacts: ArtefactPrior | None = Field(
+        None, description="simulate the voltage clamp through the amplifier, series resistance "
+                          "and seal, each cell's parameters drawn from these ranges "
+                          "(population/artefact_prior.py; stored per cell); None: ideal clamp")
     keep_rejected: bool = Field(False, description="also store cells that fail the filter")
     decimate_to_hz: PositiveHz | None = Field(
         None, description="store I_total at this rate (Hz; must divide the protocol's rate); "

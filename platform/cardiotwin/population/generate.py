@@ -71,6 +71,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from ..model.artefacts import ARTEFACT_FIELDS
 from ..model.parameters import INFERRED_NAMES, REGISTRY_VERSION
 from ..runtime.fanout import FanOut
 from ..runtime.ray_setup import init_ray, ray_runtime_env
@@ -165,7 +166,12 @@ def _new_manifest(cfg: GenerationConfig, protocol, k: int, identity: dict[str, A
             "voltage_clamp": {"protocol_hash": protocol.protocol_hash,
                               "temperature_K": protocol.temperature_K,
                               "sample_interval_ms": protocol.sample_interval_ms,
-                              "initial_state": "model default"},
+                              "initial_state": "model default",
+                              "artefacts": (None if cfg.vc_artefacts is None else {
+                                  "model": "cardiotwin.model.artefacts (Lei et al. 2020)",
+                                  "column": "vc_artefacts",
+                                  "fields": list(ARTEFACT_FIELDS),
+                                  "prior": cfg.vc_artefacts.model_dump(mode="json")})},
             "ap_classification": {"duration_ms": cfg.ap_ms, "temperature_K": cfg.temperature_K,
                                   "record_interval_ms": AP_RECORD_INTERVAL_MS,
                                   "mode": "free-running from the model's initial state",
@@ -176,7 +182,8 @@ def _new_manifest(cfg: GenerationConfig, protocol, k: int, identity: dict[str, A
                     "source_n_samples": protocol.n_samples, "decimation_factor": k,
                     "decimation": None if k == 1 else cfg.decimation,
                     "decimate_to_hz": cfg.decimate_to_hz},
-        "schema": schema_description(make_schema(n_stored, schema_meta)),
+        "schema": schema_description(make_schema(n_stored, schema_meta,
+                                                 artefacts=cfg.vc_artefacts is not None)),
         "n_shards": cfg.n_shards, "shard_size": cfg.shard_size,
         "code_version": code_version(), "versions": package_versions(),
         "runs": [r.model_dump(mode="json") for r in (previous.runs if previous else [])]})
@@ -336,7 +343,7 @@ def _run_pending(ctx: ShardContext, pending: list[int], done: dict[int, dict[str
     fan: FanOut[int] | None = None
     try:
         if ray_runtime_env(ship_package, ray_address) is None:
-            warm_kernels(ctx.protocol)
+            warm_kernels(ctx.protocol, cfg.vc_artefacts)
         design = None
         if cfg.sampler == "lhs":
             design = ray.put(lhs_design(cfg.n_cells, cfg.spread, cfg.seed))

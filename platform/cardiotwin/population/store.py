@@ -50,6 +50,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from ..features import BATCH_KEYS
+from ..model.artefacts import N_ARTEFACT_FIELDS
 from ..model.parameters import N_INFERRED
 from ..runtime.versions import code_version
 from ..storage.atomic import atomic_path, write_json_atomic
@@ -89,12 +90,22 @@ def biomarker_type(key: str) -> pa.DataType:
     return pa.float32()
 
 
-def make_schema(n_samples: int, metadata: dict[str, str] | None = None) -> pa.Schema:
-    """The row schema for I_total of ``n_samples`` samples."""
+#: the column of a population with voltage-clamp artefacts: each cell's artefact parameters
+#: (model.artefacts.ARTEFACT_FIELDS order)
+ARTEFACT_COLUMN = "vc_artefacts"
+
+
+def make_schema(n_samples: int, metadata: dict[str, str] | None = None,
+                artefacts: bool = False) -> pa.Schema:
+    """The row schema for I_total of ``n_samples`` samples (with the ARTEFACT_COLUMN of a
+    population simulated with voltage-clamp artefacts)."""
     fields = [pa.field("cell_id", pa.int64(), nullable=False),
               pa.field("multipliers", pa.list_(pa.float32(), N_INFERRED), nullable=False),
               pa.field("status", pa.string(), nullable=False)]
     fields += [pa.field(k, biomarker_type(k)) for k in BATCH_KEYS]
+    if artefacts:
+        fields.append(pa.field(ARTEFACT_COLUMN, pa.list_(pa.float64(), N_ARTEFACT_FIELDS),
+                               nullable=False))
     fields.append(pa.field("I_total", pa.list_(pa.float32(), int(n_samples)), nullable=False))
     return pa.schema(fields, metadata={k.encode(): v.encode() for k, v in (metadata or {}).items()})
 
@@ -105,9 +116,10 @@ def schema_description(schema: pa.Schema) -> dict[str, str]:
 
 def make_table(schema: pa.Schema, cell_ids: np.ndarray, multipliers: np.ndarray,
                statuses: np.ndarray, biomarkers: dict[str, np.ndarray],
-               i_total: np.ndarray) -> pa.Table:
+               i_total: np.ndarray, artefacts: np.ndarray | None = None) -> pa.Table:
     """One table in ``schema`` from per-row arrays: cell_ids (n,), multipliers (n, 52),
-    statuses (n,) str, biomarkers {BATCH_KEYS: (n,)}, i_total (n, n_samples)."""
+    statuses (n,) str, biomarkers {BATCH_KEYS: (n,)}, i_total (n, n_samples), artefacts
+    (n, N_ARTEFACT_FIELDS) when the schema has the ARTEFACT_COLUMN."""
     n = len(cell_ids)
     m = np.ascontiguousarray(multipliers, dtype=np.float32).reshape(-1)
     it = np.ascontiguousarray(i_total, dtype=np.float32)
@@ -120,6 +132,13 @@ def make_table(schema: pa.Schema, cell_ids: np.ndarray, multipliers: np.ndarray,
     for k in BATCH_KEYS:
         t = biomarker_type(k)
         cols[k] = pa.array(np.asarray(biomarkers[k]).astype(t.to_pandas_dtype()), t)
+    if ARTEFACT_COLUMN in schema.names:
+        a = np.ascontiguousarray(artefacts, dtype=np.float64)
+        if a.shape != (n, N_ARTEFACT_FIELDS):
+            raise ValueError(f"{ARTEFACT_COLUMN}: expected ({n}, {N_ARTEFACT_FIELDS}), found "
+                             f"{a.shape}")
+        cols[ARTEFACT_COLUMN] = pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)),
+                                                                  N_ARTEFACT_FIELDS)
     cols["I_total"] = pa.FixedSizeListArray.from_arrays(pa.array(it.reshape(-1)), ns)
     return pa.Table.from_pydict(cols, schema=schema)
 

@@ -101,6 +101,13 @@ def _summary(path: str, out: Path, tw) -> str:
     pred = tw.ap_prediction
     if pred is not None and pred.get("p_beating") is not None:
         parts.append(f"P(beating) {pred['p_beating']:.2f} of {pred['n_samples']}")
+    if tw.recording_quality is not None:
+        q = tw.recording_quality
+        parts.append(f"recording quality: leak {q['leak_conductance_nS']:.2f} nS, R_s "
+                     f"{q['estimates']['rs_MOhm']:.1f} MOhm, offset "
+                     f"{q['estimates']['v_offset_mV']:.1f} mV, relative RMS with artefacts "
+                     f"{q['relative_rms']:.3f}" + (f" (flag: {q['reason']})" if q["flag"]
+                                                   else ""))
     if tw.out_of_distribution is not None:
         ood = tw.out_of_distribution
         flag = f"yes ({ood.get('reason')})" if ood.get("flag") else "no"
@@ -142,6 +149,17 @@ def run_twin(a: argparse.Namespace) -> int:
             print(failed[-1], file=sys.stderr)
             continue
         done.append((path, tw, rec))
+    if done and (artefacts := _artefact_priors(a, est)) is not None:
+        kept = []
+        for path, tw, rec in done:
+            _recording_quality(tw, rec, est.protocol, *artefacts)
+            q = tw.recording_quality
+            if a.refuse_out_of_prior and q["flag"]:
+                failed.append(f"{path}: refused (--refuse-out-of-prior): {q['reason']}")
+                print(failed[-1], file=sys.stderr)
+                continue
+            kept.append((path, tw, rec))
+        done = kept
     if done and a.simulate:
         simulate_twins(est.protocol, [tw for _, tw, _ in done], [rec for _, _, rec in done],
                        ap_duration_ms=a.ap_duration_ms, ap_recordings=[ap] * len(done),
@@ -173,6 +191,34 @@ def run_twin(a: argparse.Namespace) -> int:
         print(f"twin: {len(failed)} of {len(a.recording)} recordings failed", file=sys.stderr)
         return 2
     return 0
+
+
+def _artefact_priors(a: argparse.Namespace, est):
+    """(search prior, trained prior or None) of the recording-quality fit, or None when not
+    asked for and the model was trained on an ideal clamp."""
+    from ..population.artefact_prior import ArtefactPrior
+    from ..population.cli_args import artefact_prior_from_args
+
+    trained = (est.metadata.get("data") or {}).get("vc_artefacts")
+    search = artefact_prior_from_args(a)
+    if search is None and trained is None:
+        return None
+    return (search or ArtefactPrior(),
+            ArtefactPrior.model_validate(trained) if trained else None)
+
+
+def _recording_quality(tw, rec, protocol, prior, trained) -> None:
+    """Estimate the recording's artefacts with the twin's ionic parameters (in place)."""
+    import time
+
+    from ..model.parameters import inputs_from_multipliers
+    from .recording_quality import fit_recording_artefacts
+
+    t0 = time.perf_counter()
+    tw.recording_quality = fit_recording_artefacts(
+        protocol, inputs_from_multipliers(tw.multipliers[None, :])[0], rec.current_pA_per_pF,
+        prior, trained_prior=trained)
+    tw.timings_s["recording_quality"] = time.perf_counter() - t0
 
 
 def _sweep(text: str) -> str:
@@ -221,6 +267,18 @@ def register(subparsers: Any) -> None:
                          "model with the twin's parameter values); one recording only")
     tw.add_argument("--no-simulate", dest="simulate", action="store_false",
                     help="parameters only: no voltage-clamp fit, AP or figure")
+    from ..population.cli_args import add_artefact_arguments
+
+    va = tw.add_argument_group("recording quality (voltage-clamp artefacts)")
+    add_artefact_arguments(va, "estimate the recording's artefacts (series resistance, leak, "
+                               "offset, Cm and the amplifier's estimates; Lei et al. 2020) "
+                               "with the twin's ionic parameters: recording_quality in the "
+                               "JSON (always done for a model trained on a population with "
+                               "artefacts)")
+    va.add_argument("--refuse-out-of-prior", action="store_true",
+                    help="refuse (exit 2) a recording whose artefact estimates lie at the "
+                         "search bounds or outside the model population's artefact prior; "
+                         "default: flag it in recording_quality")
     out = tw.add_argument_group("output (default with one recording: print the JSON)")
     out.add_argument("--out", default=None, metavar="TWIN.json",
                      help="one recording: write the twin JSON here and the figure beside it")

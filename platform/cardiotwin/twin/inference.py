@@ -60,6 +60,7 @@ class Twin:
     posterior_samples: np.ndarray | None = field(default=None, repr=False)
     ap_prediction: dict[str, Any] | None = None
     ap_seal: dict[str, float] | None = None  # the seal leak of the twin's AP run, if any
+    recording_quality: dict[str, Any] | None = None  # twin.recording_quality, when estimated
 
     def to_json(self, figure: bool = False) -> dict[str, Any]:
         """The twin as JSON-ready data (ARCHITECTURE.md twin contract); ``figure``: add the
@@ -75,6 +76,7 @@ class Twin:
             "comparison": self.comparison, "timings_s": self.timings_s,
             "simulation_batch_size": self.batch_size,
             "recording": self.recording, "ap_seal": self.ap_seal,
+            "recording_quality": self.recording_quality,
         }
         if figure:
             out["figure_png_base64"] = base64.b64encode(plot_twin(self)).decode()
