@@ -58,6 +58,13 @@ COMPILE_CELLS = 2  # "tiny batch" for the compilation call
 KB = 1000.0  # 49,500 float32 = 198 KB
 
 
+def _typical_artefacts():
+    from cardiotwin.model.artefacts import VoltageClampArtefacts
+
+    return VoltageClampArtefacts(cm_pF=50.0, rs_MOhm=20.0, compensation=0.7, prediction=0.7,
+                                 g_leak_nS_per_pF=0.03)
+
+
 # ---------------------------------------------------------------------------------------------
 # helpers
 
@@ -124,10 +131,12 @@ def time_runs(kind: str, protocol, inputs: np.ndarray, repeats: int) -> dict:
         t0 = time.perf_counter()
         if kind == "VC":
             res = simulate_voltage_clamp(protocol, inputs)
+        elif kind == "VCA":
+            res = simulate_voltage_clamp(protocol, inputs, artefacts=_typical_artefacts())
         else:
             res = simulate_current_clamp(CC_DURATION_MS, inputs, record_interval_ms=RECORD_MS)
         walls.append(time.perf_counter() - t0)
-    out = res.i_total if kind == "VC" else res.v_mV
+    out = res.i_total if kind in ("VC", "VCA") else res.v_mV
     return {"walls": walls, "shape": out.shape, "unstable": int(res.unstable.sum()),
             "digest": hashlib.blake2b(np.ascontiguousarray(out).view(np.uint8),
                                       digest_size=16).hexdigest()}
@@ -248,8 +257,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--mem-cells", type=int, default=10_000,
                     help="cells in the memory measurement (default 10000; 0 skips it)")
     ap.add_argument("--protocol", default="protocol_a", help="built-in VC protocol")
-    ap.add_argument("--only", choices=("vc", "cc"), default=None,
-                    help="time only voltage clamp or only current clamp")
+    ap.add_argument("--only", choices=("vc", "vca", "cc"), default=None,
+                    help="time only voltage clamp, voltage clamp with artefacts or current "
+                         "clamp")
     ap.add_argument("--clear-cache", action="store_true",
                     help="delete numba's cached kernels (*.nbi/*.nbc in "
                          "platform/cardiotwin/simulate/__pycache__) first: cold compile")
@@ -314,6 +324,8 @@ def main(argv=None) -> int:
     print("2. Speed (compilation excluded); ms/cell/core = wall * threads / cells")
     print(f"  VC: {args.protocol}, {protocol.duration_ms:g} ms, I_total every "
           f"{protocol.sample_interval_ms:g} ms ({protocol.n_samples} samples/cell)")
+    print("  VCA: the same VC through the artefact model (model.artefacts: Cm 50 pF, R_s 20 "
+          "MOhm, 70% compensation and prediction, leak 0.03 nS/pF)")
     print(f"  CC: {CC_DURATION_MS / 1000:g} s spontaneous beating, V every {RECORD_MS:g} ms "
           f"({int(round(CC_DURATION_MS / RECORD_MS)) + 1} samples/cell)")
     from cardiotwin.simulate.kernels import CHUNK, n_chunks
@@ -323,7 +335,7 @@ def main(argv=None) -> int:
           + ("" if args.n_cells % CHUNK == 0 else
              f" (last chunk partly empty: {chunks * CHUNK - args.n_cells} idle lanes)"))
     inputs = population(args.n_cells)
-    kinds = [k for k in ("VC", "CC") if args.only in (None, k.lower())]
+    kinds = [k for k in ("VC", "VCA", "CC") if args.only in (None, k.lower())]
     results = {}
     rows = []
     for kind in kinds:

@@ -187,3 +187,25 @@ def test_ap_recording_with_its_seal_is_simulated_with_it(flow_model, recordings,
     assert twins["sealed"]["biomarkers"] != twins["plain"]["biomarkers"]   # another AP
     assert twins["sealed"]["parameters"] == twins["plain"]["parameters"]   # the same cell
     assert twins["sealed"]["comparison"] is not None
+
+
+def test_recording_quality_is_estimated_and_a_recording_outside_the_priors_refused(
+        flow_model, recordings, tmp_path, capsys):
+    _, model_dir, _ = flow_model
+    rec = str(recordings["cell_a_vc"])
+    out = tmp_path / "q.json"
+    # the example recording is an ideal clamp: compensation and prediction are at 0, no leak
+    code = main(["twin", rec, "--model", str(model_dir), "--no-simulate", "--out", str(out),
+                 "--vc-artefact", "compensation=0", "--vc-artefact", "prediction=0"])
+    assert code == 0, capsys.readouterr().err
+    q = json.loads(out.read_text())["recording_quality"]
+    assert set(q["estimates"]) >= {"rs_MOhm", "cm_pF", "g_leak_nS_per_pF", "v_offset_mV"}
+    assert q["relative_rms"] <= q["relative_rms_ideal_clamp"] + 1e-6
+    assert "recording quality: leak" in capsys.readouterr().out
+    # a leak range the recording cannot reach: the estimate sits at its bound -> refused
+    code = main(["twin", rec, "--model", str(model_dir), "--no-simulate",
+                 "--out", str(tmp_path / "r.json"), "--vc-artefact", "g_leak_nS_per_pF=0.5:0.6",
+                 "--refuse-out-of-prior"])
+    assert code == 2
+    assert "refused (--refuse-out-of-prior)" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
