@@ -163,6 +163,11 @@ class TwinService:
         self.cfg = cfg
         self.guard = Guard(cfg, tuple(digests))
         self.estimator = load_estimator(cfg.model_dir)
+        from ..twin.recording_quality import trained_artefact_prior
+
+        # a model trained on recordings with artefacts: every simulated twin gets its
+        # recording_quality (the recording's artefacts estimated with the twin's parameters)
+        self.artefact_prior = trained_artefact_prior(self.estimator)
         self.reconstructor = None
         if cfg.reconstruct_model_dir:
             from ..reconstruct.infer import load_reconstructor
@@ -295,6 +300,11 @@ class TwinService:
                 raise ApiError(f"cannot infer a twin from this recording: {e}", 422,
                                "current") from None
 
+    def _assess(self, tw, rec) -> None:
+        from ..twin.recording_quality import assess_recording
+
+        assess_recording(tw, rec, self.estimator.protocol, trained=self.artefact_prior)
+
     def _to_json(self, tw, figure: bool) -> dict[str, Any]:
         if not figure:
             return tw.to_json(figure=False)
@@ -311,6 +321,8 @@ class TwinService:
             failure = await self._simulate_batch((tw, rec))
             if failure is not None:
                 raise failure
+            if self.artefact_prior is not None:  # a model of recordings with artefacts
+                await self._off_loop(self._assess, tw, rec, pool=self.sim_pool)
         tw.timings_s["parsing"] = parse_s
         return StrictJSONResponse(await self._off_loop(self._to_json, tw, q.figure))
 

@@ -121,6 +121,7 @@ def run_twin(a: argparse.Namespace) -> int:
     from ..storage.atomic import jsonable, write_bytes_atomic, write_text_atomic
     from . import read_ap_abf, read_ap_csv
     from .inference import estimate_twin, plot_twin, simulate_twins
+    from .recording_quality import assess_recording
 
     out_dir = _check_args(a)
     if a.export_mmt and len(a.recording) > 1:
@@ -152,7 +153,7 @@ def run_twin(a: argparse.Namespace) -> int:
     if done and (artefacts := _artefact_priors(a, est)) is not None:
         kept = []
         for path, tw, rec in done:
-            _recording_quality(tw, rec, est.protocol, *artefacts)
+            assess_recording(tw, rec, est.protocol, *artefacts)
             q = tw.recording_quality
             if a.refuse_out_of_prior and q["flag"]:
                 failed.append(f"{path}: refused (--refuse-out-of-prior): {q['reason']}")
@@ -198,27 +199,13 @@ def _artefact_priors(a: argparse.Namespace, est):
     asked for and the model was trained on an ideal clamp."""
     from ..population.artefact_prior import ArtefactPrior
     from ..population.cli_args import artefact_prior_from_args
+    from .recording_quality import trained_artefact_prior
 
-    trained = (est.metadata.get("data") or {}).get("vc_artefacts")
+    trained = trained_artefact_prior(est)
     search = artefact_prior_from_args(a)
     if search is None and trained is None:
         return None
-    return (search or ArtefactPrior(),
-            ArtefactPrior.model_validate(trained) if trained else None)
-
-
-def _recording_quality(tw, rec, protocol, prior, trained) -> None:
-    """Estimate the recording's artefacts with the twin's ionic parameters (in place)."""
-    import time
-
-    from ..model.parameters import inputs_from_multipliers
-    from .recording_quality import fit_recording_artefacts
-
-    t0 = time.perf_counter()
-    tw.recording_quality = fit_recording_artefacts(
-        protocol, inputs_from_multipliers(tw.multipliers[None, :])[0], rec.current_pA_per_pF,
-        prior, trained_prior=trained)
-    tw.timings_s["recording_quality"] = time.perf_counter() - t0
+    return search or ArtefactPrior(), trained
 
 
 def _sweep(text: str) -> str:

@@ -118,3 +118,25 @@ def fit_recording_artefacts(protocol, inputs: np.ndarray, recorded: np.ndarray,
             "leak_conductance_nS": estimates["g_leak_nS_per_pF"] * estimates["cm_pF"],
             "at_bound": at_bound, "outside_trained_prior": outside,
             "flag": bool(at_bound or outside), "reason": "; ".join(reasons) or None}
+
+
+def trained_artefact_prior(estimator) -> ArtefactPrior | None:
+    """The artefact prior of the population a model was trained on (None: an ideal clamp)."""
+    d = (getattr(estimator, "metadata", None) or {}).get("data") or {}
+    return ArtefactPrior.model_validate(d["vc_artefacts"]) if d.get("vc_artefacts") else None
+
+
+def assess_recording(twin, recording, protocol, search: ArtefactPrior | None = None,
+                     trained: ArtefactPrior | None = None) -> None:
+    """Fill ``twin.recording_quality`` (and its timing) from the recording's artefacts fitted
+    with the twin's ionic parameters within ``search`` (default: the default patch-clamp
+    prior), flagged against ``trained`` (the model population's prior)."""
+    import time
+
+    from ..model.parameters import inputs_from_multipliers
+
+    t0 = time.perf_counter()
+    twin.recording_quality = fit_recording_artefacts(
+        protocol, inputs_from_multipliers(twin.multipliers[None, :])[0],
+        recording.current_pA_per_pF, search or ArtefactPrior(), trained_prior=trained)
+    twin.timings_s["recording_quality"] = time.perf_counter() - t0
