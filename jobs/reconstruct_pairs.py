@@ -6,6 +6,8 @@ shards + manifest.json) on Ray, for training the iAP reconstruction network.
         --out /shared/pairs/r40-5k --n-cells 5000 --shard-size 100
 
     python jobs/reconstruct_pairs.py --out out/pairs-200 --n-cells 200 --num-cpus 2   # locally
+    python jobs/reconstruct_pairs.py --out out/pairs-r40 --n-cells 1200 --duration-ms 12000 \
+        --junctions-per-cell 6 --snr 10 200     # ~38,000 windows (6 couplings per cell)
     python jobs/reconstruct_pairs.py --out out/pairs-quinidine --drugs quinidine \\
         --drug-fraction 1 --seed 1 --n-cells 100              # an unseen-drug test store
 

@@ -183,3 +183,114 @@ def test_resume_after_a_simulated_crash(store, tmp_path):
     left = sorted(p.name for p in out.iterdir() if not p.name.startswith("shard-"))
     assert left == ["manifest.json"]  # no temporaries, the lock released
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
+
+
+# ---- couplings per cell, the fast AP clamp, splits (without Ray) -----------------------------
+
+def test_more_couplings_per_cell_extend_the_first():
+    """junctions_per_cell K: the first coupling's rows are those of K = 1 (same draws, same
+    order), the others record the same iAP through another junction and noise; the hash of
+    K = 1 is that of a store written before the field existed."""
+    from cardiotwin.reconstruct.pairs import NEW_FIELDS, simulate_cells
+
+    one, _ = simulate_cells(_cfg(), 0, 3)
+    two, counts = simulate_cells(_cfg(junctions_per_cell=2), 0, 3)
+    assert len(one["cell_id"]) > 0 and counts["ok"] >= 1
+    j = np.asarray(two["junction"])
+    assert set(j.tolist()) == {0, 1} and set(one["junction"]) == {0}
+    for k in one:
+        a = np.asarray(one[k])
+        b = np.asarray(two[k])[j == 0]
+        assert np.array_equal(a, b), k
+    iap = np.asarray(two["iap_mV"])
+    eap = np.asarray(two["eap_uV"])
+    first = {(c, b): i for i, (c, b, jj) in enumerate(zip(two["cell_id"], two["beat"], j,
+                                                           strict=True)) if jj == 0}
+    pairs = [(first[(c, b)], i) for i, (c, b, jj) in enumerate(zip(two["cell_id"], two["beat"],
+             j, strict=True)) if jj == 1 and (c, b) in first]
+    assert pairs
+    anchor = np.asarray(two["anchor_ms"])
+    for i0, i1 in pairs:   # the anchor is the eAP spike's peak: within 10 ms of the upstroke
+        assert abs(anchor[i0] - anchor[i1]) <= 10.0 and not np.allclose(eap[i0], eap[i1])
+        if anchor[i0] == anchor[i1]:
+            assert np.array_equal(iap[i0], iap[i1])
+    assert any(anchor[a] == anchor[b] for a, b in pairs)
+    assert NEW_FIELDS == {"junctions_per_cell": 1}
+    assert _cfg(junctions_per_cell=1).config_hash() == _cfg().config_hash()
+    assert _cfg(junctions_per_cell=2).config_hash() != _cfg().config_hash()
+
+
+def test_ap_clamp_kernel_call_equals_the_protocol_path():
+    import itertools
+
+    from cardiotwin.protocols import Protocol, Segment
+    from cardiotwin.reconstruct.pairs import FINE_DT_MS, ap_clamp_currents
+    from cardiotwin.simulate import simulate_current_clamp, simulate_voltage_clamp
+
+    cc = simulate_current_clamp(300.0, None, record_interval_ms=FINE_DT_MS, prepace_ms=1000.0)
+    y0 = simulate_current_clamp(1000.0, None, record_interval_ms=1000.0).final_state[0]
+    v = cc.v_mV[0].astype(np.float64)
+    got = ap_clamp_currents(v, cc_inputs(), y0, 310.0)
+    segs = tuple(Segment(FINE_DT_MS, a, b) for a, b in itertools.pairwise(v))
+    ref = simulate_voltage_clamp(Protocol(segs, FINE_DT_MS, 310.0), cc_inputs()[None, :],
+                                 record_currents=True, initial_state=y0[None, :]).currents
+    assert set(got) == set(ref) and len(got["I_Na"]) == len(v) - 1
+    for k in got:
+        assert np.array_equal(got[k], ref[k][0].astype(np.float64)), k
+    with pytest.raises(ValueError, match="v_mV: expected a finite 1-D trace"):
+        ap_clamp_currents(v[:1], cc_inputs(), y0, 310.0)
+
+
+def cc_inputs():
+    from cardiotwin.model.parameters import BASELINE
+
+    return BASELINE.copy()
+
+
+def test_calibration_split():
+    from cardiotwin.reconstruct.pairs import split_of
+
+    ids = np.arange(20)
+    assert split_of(ids).tolist().count("train") == 16
+    s = split_of(ids, calibration=True)
+    assert s[7] == s[17] == "cal" and s[8] == "val" and s[9] == "test"
+    assert s.tolist().count("train") == 14
+
+
+# ---- streaming (with Ray: the module's store) -------------------------------------------------
+
+def test_stream_reads_each_window_once_per_epoch_in_bounded_groups(store):
+    from cardiotwin.reconstruct.stream import PairStream
+    from cardiotwin.reconstruct.train import load_pair_data
+
+    ref = load_pair_data(store, ("train", "cal", "val", "test"), calibration=True)
+    s = PairStream(store, shards_in_memory=1)
+    n = len(ref.x["train"])
+    assert s.count("train") == n > 0 and s.info["shards"] == 3
+    key = lambda a: np.sort(np.round(a.reshape(len(a), -1).sum(axis=1), 3))  # noqa: E731
+    epochs = []
+    for e in range(2):
+        bs = list(s.batches("train", 2, seed=1, epoch=e))
+        assert all(len(x) == 2 for x, _ in bs[:-1]) and len(bs) == s.steps("train", 2)
+        x = np.concatenate([b[0] for b in bs])
+        y = np.concatenate([b[1] for b in bs])
+        assert np.array_equal(key(x), key(ref.x["train"]))
+        assert np.array_equal(key(y), key(ref.y["train"]))
+        epochs.append(x)
+    assert not np.array_equal(epochs[0], epochs[1])          # a new order each epoch
+    # at most shards_in_memory shards are read per group
+    reads = []
+    orig = s._read
+    s._read = lambda shards, split, **kw: reads.append(len(shards)) or orig(shards, split, **kw)
+    list(s.batches("train", 4))
+    assert max(reads) == 1 and len(reads) == 3
+    # the held-out splits as arrays; the tf.data pipeline yields the same windows
+    t = s.load("test")
+    assert t["x"].shape == (len(ref.x["test"]), 512, 1)
+    import tensorflow as tf
+
+    ds = PairStream(store, shards_in_memory=2).dataset("train", 3)
+    got = np.concatenate([x.numpy() for x, _ in ds])
+    assert isinstance(ds, tf.data.Dataset) and np.array_equal(key(got), key(ref.x["train"]))
+    with pytest.raises(ValueError, match="shards_in_memory must be >= 1"):
+        PairStream(store, shards_in_memory=0)

@@ -231,26 +231,28 @@ def tiny_model(tmp_path_factory):
     from cardiotwin.reconstruct.train import (
         PairData,
         ReconTrainConfig,
+        calibrate,
         fit,
         normalize_pairs,
         save_artifact,
     )
     from cardiotwin.reconstruct.unet import NetConfig
 
-    e, v = _synthetic_windows(96)
+    e, v = _synthetic_windows(128)
     x, y = normalize_pairs(e, v, WIN)
-    data = PairData({"train": x[:80], "val": x[80:]}, {"train": y[:80], "val": y[80:]}, {}, {},
-                    WIN, {})
+    data = PairData({"train": x[:80], "val": x[80:96]}, {"train": y[:80], "val": y[80:96]},
+                    {}, {}, WIN, {})
     cfg = ReconTrainConfig(epochs=6, batch_size=16, learning_rate=5e-3, beta=0.01,
                            net=NetConfig(filters=4, depth=2, kernel_size=5, head_units=4))
     model, hist, _ = fit(cfg, data)
+    conformal = calibrate(model, cfg, WIN, x[96:], y[96:])    # 32 calibration windows
     out = tmp_path_factory.mktemp("recon") / "model"
-    save_artifact(out, model, cfg, WIN, history=hist)
-    return model, hist, out, x, cfg
+    save_artifact(out, model, cfg, WIN, history=hist, conformal=conformal)
+    return model, hist, out, x, cfg, conformal
 
 
 def test_tiny_training_decreases_loss(tiny_model):
-    _, hist, _, _, _ = tiny_model
+    hist = tiny_model[1]
     assert hist["loss"][-1] < 0.7 * hist["loss"][0]
     assert hist["median_mae"][-1] < hist["median_mae"][0]
 
@@ -284,21 +286,30 @@ def test_trained_quantiles_are_calibrated_on_held_out_windows(tiny_model):
     model = tiny_model[0]
     e, v = _synthetic_windows(64, seed=9)
     x, y = normalize_pairs(e, v, WIN)
-    p = predict(model, x, 3)
+    p = predict(model, x, 5)
     t = y[..., 0]
-    assert 0.35 <= np.mean(t < p[..., 1]) <= 0.65
-    assert np.mean((t >= p[..., 0]) & (t <= p[..., 2])) >= 0.8
+    assert 0.35 <= np.mean(t < p[..., 2]) <= 0.65
+    assert np.mean((t >= p[..., 0]) & (t <= p[..., 4])) >= 0.8
+    assert np.all(np.diff(p, axis=-1) >= 0)              # the five quantiles never cross
 
 
 def test_artifact_round_trip(tiny_model, tmp_path):
     from cardiotwin.reconstruct.infer import load_reconstructor
     from cardiotwin.reconstruct.train import predict, save_artifact
 
-    model, _, out, x, cfg = tiny_model
+    model, _, out, x, cfg, conformal = tiny_model
     est = load_reconstructor(out)
-    assert est.window == WIN and est.quantiles == (0.05, 0.5, 0.95)
-    got, params = est.predict_windows(x[:8, :, 0])
-    assert np.allclose(got, predict(model, x[:8], 3), atol=1e-5)
+    assert est.window == WIN and est.quantiles == (0.05, 0.25, 0.5, 0.75, 0.95)
+    raw, params = est.predict_windows(x[:8, :, 0], calibrated=False)
+    assert np.allclose(raw, predict(model, x[:8], 5), atol=1e-5)
+    # the conformal offsets round-trip with the artifact and are applied in use
+    assert est.calibrated and est.conformal.offsets == conformal.offsets
+    assert est.conformal.pooled == conformal.pooled
+    assert est.conformal.to_json() == json.loads(json.dumps(conformal.to_json()))
+    got, _ = est.predict_windows(x[:8, :, 0])
+    assert np.allclose(got, conformal.apply(raw, WIN), atol=1e-6)
+    assert not np.allclose(got, raw, atol=1e-4)              # the offsets do something
+    assert np.all(np.diff(got, axis=-1) >= 0)
     assert np.all((params[:, 1] >= PHYS.k_range[0]) & (params[:, 1] <= PHYS.k_range[1]))
     with pytest.raises(ValueError, match="exists"):
         save_artifact(out, model, cfg, WIN)
@@ -407,8 +418,9 @@ def test_cli_and_serve_entry_point(tiny_model, tmp_path):
     assert np.allclose([r["time_s"] for r in out["apd"]],
                        [(150 + 1 + 700 * b) / 1000 for b in range(5)], atol=0.005)
     windows = np.loadtxt(tmp_path / "out" / "windows.csv", delimiter=",", skiprows=1)
-    assert windows.shape == (5 * WIN.length, 6)
-    assert np.all(windows[:, 3] <= windows[:, 4]) and np.all(windows[:, 4] <= windows[:, 5])
+    assert windows.shape == (5 * WIN.length, 3 + 5)
+    assert np.all(np.diff(windows[:, 3:], axis=1) >= 0)
+    assert out["calibrated"] is True
     assert (tmp_path / "out" / "reconstruction.png").stat().st_size > 1000
     assert "APD90_ms" in (tmp_path / "out" / "apd.csv").read_text().splitlines()[0]
     d = reconstruct_from_bytes(load_reconstructor(tiny_model[2]), rec.read_bytes(), "rec.csv",
@@ -452,4 +464,101 @@ def test_tune_small_search(ray_session, tmp_path):
     best = json.loads((tmp_path / "tune" / "best_config.json").read_text())
     assert best["sampled"]["beta"] == s["best_config"]["beta"]
     assert np.isfinite(s["test_metrics"]["mae"])
-    assert load_reconstructor(s["artifact"]).quantiles == (0.05, 0.5, 0.95)
+    assert load_reconstructor(s["artifact"]).quantiles == (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+# ---- conformal calibration, compiled prediction ------------------------------------------------
+
+def _overconfident_bands(n, seed, scale):
+    """Normalized synthetic iAPs y, and "network" quantiles around a noisy median whose error
+    SD (larger on the upstroke and repolarization) the bands misjudge by ``scale``."""
+    from scipy.stats import norm
+
+    from cardiotwin.reconstruct.train import normalize_pairs
+
+    rng = np.random.default_rng(seed)
+    e, v = _synthetic_windows(n, seed=seed)
+    _, y = normalize_pairs(e, v, WIN)
+    y = y[..., 0].astype(np.float64)
+    slope = np.abs(np.gradient(y, axis=1))
+    sd = 0.01 + 0.5 * slope / slope.max(axis=1, keepdims=True)
+    med = y + rng.normal(size=y.shape) * sd
+    q = (0.05, 0.25, 0.5, 0.75, 0.95)
+    pred = np.stack([med + norm.ppf(p) * scale * sd for p in q], axis=-1)
+    return y, pred, q
+
+
+@pytest.mark.parametrize("scale", [0.5, 2.0])
+def test_conformal_calibration_reaches_nominal_coverage(scale):
+    """Bands too narrow (scale 0.5) or too wide (2.0) miss the nominal 90 % and 50 % coverage
+    on new windows; CQR offsets from a calibration set bring both within 0.02, in every
+    phase of the beat within 0.04."""
+    from cardiotwin.reconstruct.conformal import PHASES, Conformal, coverage_by_phase, phase_of
+
+    y_cal, p_cal, q = _overconfident_bands(300, 1, scale)
+    y, p, _ = _overconfident_bands(300, 2, scale)
+    c = Conformal.fit(y_cal, p_cal, q, WIN, min_samples=500)
+    ph = phase_of(p[..., 2], WIN)
+    before = coverage_by_phase(y, p, q, ph)
+    after = coverage_by_phase(y, c.apply(p, WIN), q, ph)
+    for band, nominal in (("0.9", 0.9), ("0.5", 0.5)):
+        assert abs(before[band]["all"] - nominal) > 0.08, before    # uncalibrated: far off
+        assert abs(after[band]["all"] - nominal) <= 0.02, after
+        for name in PHASES:
+            if (ph == PHASES.index(name)).sum() >= 2000:
+                assert abs(after[band][name] - nominal) <= 0.04, (name, after)
+    assert all(np.sign(v) == (1 if scale < 1 else -1) for v in c.pooled.values())
+    assert np.all(np.diff(c.apply(p, WIN), axis=-1) >= 0)
+    assert c.calibration["coverage_after"]["0.9"]["all"] == pytest.approx(0.9, abs=0.01)
+
+
+def test_conformal_offsets_json_round_trip_and_errors():
+    from cardiotwin.reconstruct.conformal import Conformal, bands_of
+
+    assert bands_of((0.05, 0.25, 0.5, 0.75, 0.95)) == [(0.9, 0, 4), (0.5, 1, 3)]
+    assert bands_of((0.5,)) == []
+    y, p, q = _overconfident_bands(40, 3, 0.5)
+    c = Conformal.fit(y, p, q, WIN)
+    d = json.loads(json.dumps(c.to_json()))
+    back = Conformal.from_json(d)
+    assert back.offsets == c.offsets and back.quantiles == c.quantiles
+    assert np.array_equal(back.apply(p, WIN), c.apply(p, WIN))
+    with pytest.raises(ValueError, match="where: format"):
+        Conformal.from_json({"format": "x"}, "where")
+    bad = json.loads(json.dumps(d))
+    del bad["offsets"]["0.5"]["late"]
+    with pytest.raises(ValueError, match=r"offsets\.0\.5: expected one offset per phase"):
+        Conformal.from_json(bad)
+    with pytest.raises(ValueError, match="no windows"):
+        Conformal.fit(y[:0], p[:0], q, WIN)
+    with pytest.raises(ValueError, match="do not match"):
+        Conformal.fit(y, p[..., :3], q, WIN)
+
+
+def test_coverage_report_by_phase_and_apd_level():
+    from cardiotwin.reconstruct.conformal import PHASES, coverage_report
+
+    y, p, q = _overconfident_bands(60, 4, 2.0)
+    r = coverage_report(y, p, q, WIN)
+    assert set(r["by_phase"]["0.9"]) == {"all", *PHASES}
+    assert set(r["by_apd_level_samples"]["0.5"]) == {f"APD{x}" for x in APD_LEVELS}
+    assert r["by_phase"]["0.9"]["all"] > 0.99            # bands twice too wide
+    # a band that is the truth itself covers every sample and every APD
+    exact = np.repeat(y[..., None], 5, axis=-1)
+    r = coverage_report(y, exact, q, WIN)
+    assert r["by_phase"]["0.9"]["all"] == 1.0
+    assert all(v == 1.0 for v in r["apd_interval"]["0.9"].values() if np.isfinite(v))
+
+
+def test_compiled_predictor_matches_model_predict():
+    from cardiotwin.reconstruct.fast import compiled_predictor
+    from cardiotwin.reconstruct.unet import NetConfig, build_unet
+
+    model = build_unet(NetConfig(filters=4, depth=2, kernel_size=5, head_units=4), WIN.length)
+    x = np.random.default_rng(0).normal(size=(37, WIN.length, 1)).astype(np.float32)
+    want = np.asarray(model.predict(x, verbose=0))
+    for bs in (1, 8, 256):
+        got = compiled_predictor(model, WIN.length, batch_size=bs)(x)
+        assert got.shape == want.shape and np.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match=r"expected shape \(n, 128, 1\)"):
+        compiled_predictor(model, WIN.length)(x[:, :64])

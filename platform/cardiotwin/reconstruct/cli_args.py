@@ -81,6 +81,9 @@ def add_pairs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snr", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="eAP signal-to-noise range (default 20 200)")
     p.add_argument("--shard-size", type=int, default=50, help="cells per shard (default 50)")
+    p.add_argument("--junctions-per-cell", type=int, default=1, metavar="K",
+                   help="electrode couplings (junction, S/N, noise) per simulated cell "
+                        "(default 1)")
     p.add_argument("--n-workers", type=int, default=None,
                    help="concurrent Ray tasks (default: the cluster's CPUs)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster")
@@ -94,7 +97,8 @@ def pairs_config_from_args(a: argparse.Namespace):
     from .pairs import PairConfig
 
     kw = dict(n_cells=a.n_cells, spread=a.spread, seed=a.seed, drug_fraction=a.drug_fraction,
-              duration_ms=a.duration_ms, prepace_ms=a.prepace_ms, shard_size=a.shard_size)
+              duration_ms=a.duration_ms, prepace_ms=a.prepace_ms, shard_size=a.shard_size,
+              junctions_per_cell=a.junctions_per_cell)
     if a.drugs is not None:
         kw["drugs"] = tuple(d.strip() for d in a.drugs.split(",") if d.strip())
     if a.snr is not None:

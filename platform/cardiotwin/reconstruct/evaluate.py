@@ -6,7 +6,9 @@ Pearson correlation, and coverage of the 90 % band.
   APDx(target); summarized by median and mean over windows (windows where either is
   undefined are left out and counted).
 - correlation: Pearson r between median and target per window, averaged.
-- coverage: fraction of samples with q05 <= target <= q95 (nominal 0.90).
+- coverage: fraction of samples with q05 <= target <= q95 (nominal 0.90), and with
+  q25 <= target <= q75 (0.50) when the model has those quantiles (per phase and APD level:
+  :func:`.conformal.coverage_report`).
 """
 
 from __future__ import annotations
@@ -69,7 +71,11 @@ def evaluate(target: np.ndarray, pred: np.ndarray, cfg: WindowConfig,
         inside = (target >= lo) & (target <= hi)
         out["coverage_90"] = float(inside.mean())
         out["band_width_mean"] = float((hi - lo).mean())
-        out["quantiles_ordered"] = bool(np.all(lo <= med) and np.all(med <= hi))
+        out["quantiles_ordered"] = bool(np.all(np.diff(pred, axis=-1) >= 0))
+        if 0.25 in quantiles and 0.75 in quantiles:
+            lo50, hi50 = pred[..., quantiles.index(0.25)], pred[..., quantiles.index(0.75)]
+            out["coverage_50"] = float(((target >= lo50) & (target <= hi50)).mean())
+            out["band_width_50_mean"] = float((hi50 - lo50).mean())
     out["per_window"] = {"mae": ae.mean(axis=1), "correlation": r, **e}
     return out
 

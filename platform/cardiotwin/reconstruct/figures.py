@@ -30,21 +30,24 @@ def _plt():
 
 
 def plot_overlays(eap: np.ndarray, target: np.ndarray, pred: np.ndarray, dt_ms: float,
-                  quantiles=(0.05, 0.5, 0.95), n: int = 6, title: str = "") -> bytes:
+                  quantiles=None, n: int = 6, title: str = "") -> bytes:
     """Up to ``n`` windows: normalized eAP (top, grey), true iAP (black) and predicted median
-    with its 90 % band (blue)."""
+    with its 90 % (and 50 %, with 5 quantiles) band (blue)."""
     plt = _plt()
     n = min(n, len(target))
     fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 4.2), sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [1, 2]})
     t = np.arange(target.shape[1]) * dt_ms
-    med = list(quantiles).index(0.5)
+    med = pred.shape[-1] // 2 if quantiles is None else list(quantiles).index(0.5)
     for i in range(n):
         axes[0, i].plot(t, eap[i], color="0.4", lw=0.6)
         ax = axes[1, i]
         if pred.shape[-1] >= 3:
             ax.fill_between(t, pred[i, :, 0], pred[i, :, -1], color="tab:blue", alpha=0.3,
                             lw=0, label="90 % band")
+        if pred.shape[-1] >= 5:
+            ax.fill_between(t, pred[i, :, 1], pred[i, :, -2], color="tab:blue", alpha=0.3,
+                            lw=0, label="50 % band")
         ax.plot(t, target[i], color="k", lw=1.0, label="true iAP")
         ax.plot(t, pred[i, :, med], color="tab:blue", lw=1.0, ls="--", label="median")
         ax.set_xlabel("ms")
@@ -101,6 +104,9 @@ def plot_recording(res) -> bytes:
         if len(q) >= 3:
             ax.fill_between(t, res.iap[i, :, 0], res.iap[i, :, -1], color="tab:blue",
                             alpha=0.3, lw=0, label="90 % band")
+        if len(q) >= 5:
+            ax.fill_between(t, res.iap[i, :, 1], res.iap[i, :, -2], color="tab:blue",
+                            alpha=0.3, lw=0, label="50 % band")
         ax.plot(t, res.iap[i, :, q.index(0.5)], color="tab:blue", lw=1, label="iAP median")
         ax.set_title(f"beat {i} at {res.anchor_ms[i] / 1000:.2f} s", fontsize=8)
         ax.set_xlabel("ms from spike")

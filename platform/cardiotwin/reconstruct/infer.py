@@ -1,8 +1,10 @@
 """Use: an eAP recording (CSV or ABF) -> iAP windows with 90 % bands and APDs over time.
 
-``load_reconstructor(model_dir)`` loads an artifact; ``reconstruct_recording(est, t_ms, eap)``
-resamples the recording to the model's sample interval (anti-aliased), detects the spikes,
-cuts and normalizes the windows, predicts the quantiles and measures APD10 ... APD100 on the
+``load_reconstructor(model_dir)`` loads an artifact (and traces its compiled predictor,
+:mod:`.fast`); ``reconstruct_recording(est, t_ms, eap)`` resamples the recording to the
+model's sample interval (anti-aliased), detects the spikes, cuts and normalizes the windows,
+predicts the quantiles in one batched call, applies the artifact's conformal offsets
+(:mod:`.conformal`; bands as stored when it has none) and measures APD10 ... APD100 on the
 median (and on the band's edges). ``reconstruct_from_bytes`` does the same for an upload and
 returns a JSON-able dict (for the Serve route); ``write_outputs`` writes CSV/JSON/PNG.
 
@@ -31,6 +33,7 @@ from ..storage.atomic import (
     write_text_atomic,
 )
 from ..storage.outdir import read_json_file
+from .conformal import Conformal
 from .physics import PhysicsConfig
 from .train import ARTIFACT_FORMAT, METADATA_FILE, MODEL_FILE
 from .windows import APD_LEVELS, WindowConfig, apd, cut, detect_spikes, normalize_eap, window_starts
@@ -49,6 +52,8 @@ class Reconstructor:
     model: Any
     metadata: dict[str, Any]
     path: Path
+    conformal: Conformal | None = None
+    _predict: Any = field(default=None, repr=False)
 
     @property
     def window(self) -> WindowConfig:
@@ -58,20 +63,39 @@ class Reconstructor:
     def quantiles(self) -> tuple[float, ...]:
         return tuple(self.metadata["quantiles"])
 
-    def predict_windows(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Quantiles (n, length, n_q) and (a, k, x) (n, 3) of normalized windows (n, length)."""
-        x = np.asarray(x, dtype=np.float32)
-        out = np.asarray(self.model.predict(x[..., None], batch_size=64, verbose=0))
+    @property
+    def calibrated(self) -> bool:
+        return self.conformal is not None
+
+    def network(self, x: np.ndarray) -> np.ndarray:
+        """The network's raw output (n, length, n_q + 3) of normalized windows (n, length),
+        by the compiled predictor (traced on first use)."""
+        if self._predict is None:
+            from .fast import compiled_predictor
+
+            self._predict = compiled_predictor(self.model, self.window.length)
+        return self._predict(np.asarray(x, dtype=np.float32)[..., None])
+
+    def predict_windows(self, x: np.ndarray, *, calibrated: bool = True
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Quantiles (n, length, n_q), conformally calibrated when the artifact has offsets
+        and ``calibrated``, and (a, k, x) (n, 3) of normalized windows (n, length)."""
+        out = self.network(x)
         nq = len(self.quantiles)
         phys = PhysicsConfig(**self.metadata["physics"])
         u = out[:, 0, nq:nq + 3]
         params = np.stack([phys.from_unit(u[:, i], w) for i, w in enumerate("akx")], axis=1)
-        return out[..., :nq], params
+        q = out[..., :nq]
+        if calibrated and self.conformal is not None:
+            q = self.conformal.apply(q, self.window)
+        return q, params
 
 
-def load_reconstructor(model_dir: str | os.PathLike) -> Reconstructor:
-    """Load a reconstruction model artifact (ValueError when it is not one), recovering an
-    interrupted overwrite first (:func:`cardiotwin.storage.atomic.recover_directory`)."""
+def load_reconstructor(model_dir: str | os.PathLike, *, warm: bool = True) -> Reconstructor:
+    """Load a reconstruction model artifact (ValueError when it is not one, or when its
+    conformal offsets are malformed), recovering an interrupted overwrite first
+    (:func:`cardiotwin.storage.atomic.recover_directory`); ``warm`` traces the compiled
+    predictor now, so the first request does not pay for it."""
     import keras
 
     p = Path(model_dir)
@@ -84,8 +108,17 @@ def load_reconstructor(model_dir: str | os.PathLike) -> Reconstructor:
     if meta.get("format") != ARTIFACT_FORMAT:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected "
                          f"{ARTIFACT_FORMAT!r} (a reconstruction model)")
+    conformal = None
+    if meta.get("conformal") is not None:
+        conformal = Conformal.from_json(meta["conformal"], f"{meta_path}: conformal")
+        if conformal.quantiles != tuple(float(q) for q in meta.get("quantiles", ())):
+            raise ValueError(f"{meta_path}: conformal.quantiles {list(conformal.quantiles)} "
+                             f"differ from the model's quantiles {meta.get('quantiles')}")
     model = keras.saving.load_model(p / MODEL_FILE, compile=False)
-    return Reconstructor(model, meta, p)
+    est = Reconstructor(model, meta, p, conformal)
+    if warm:
+        est.network(np.zeros((1, est.window.length), np.float32))  # trace once, here
+    return est
 
 
 # ---- reading recordings ------------------------------------------------------------------------
@@ -175,6 +208,7 @@ class Reconstruction:
     ap_params: np.ndarray              # (n_beats, 3) a, k, x
     window: WindowConfig
     timing: dict[str, float] = field(default_factory=dict)
+    calibrated: bool = False           # bands with the artifact's conformal offsets
 
     def apd_table(self) -> list[dict[str, Any]]:
         rows = []
@@ -194,6 +228,7 @@ class Reconstruction:
             "source": self.source, "n_beats": int(len(self.anchor_ms)),
             "sample_interval_ms": w.sample_interval_ms, "window_length": w.length,
             "pre_ms": w.pre_ms, "quantiles": list(self.quantiles),
+            "calibrated": self.calibrated,
             "apd": self.apd_table(), "ap_params": {
                 n: [float(v) for v in self.ap_params[:, i]] for i, n in enumerate("akx")},
             "timing_s": self.timing}
@@ -232,7 +267,7 @@ def reconstruct_recording(est: Reconstructor, t_ms, eap, *, source: str = "<reco
     anchor = (starts + w.pre_samples) * w.sample_interval_ms + float(np.asarray(t_ms)[0])
     return Reconstruction(source, anchor, x, iap, q, apds, params, w,
                           {"prepare": t1 - t0, "predict": t2 - t1,
-                           "per_window": (t2 - t1) / len(starts)})
+                           "per_window": (t2 - t1) / len(starts)}, est.calibrated)
 
 
 def read_recording(data, filename: str, *, sweep: int = 0, channel: int | None = None

@@ -9,7 +9,8 @@ at ``IC50_min x 10^U(conc_decades)`` (IC50_min: the drug's most potent block), t
 2. an AP clamp of the recorded AP (voltage clamp following it, 0.1 ms ramps, from the same
    state) gives the 13 membrane currents along the AP;
 3. the electrode model (:mod:`.electrode`, the cell's own junction drawn from
-   ``ElectrodeConfig``) makes the noise-free eAP at 10 kHz; eAP and iAP are averaged to the
+   ``ElectrodeConfig``; ``junctions_per_cell`` couplings, each with its own junction, S/N and
+   noise, for the same AP) makes the noise-free eAP at 10 kHz; eAP and iAP are averaged to the
    window's sample interval and the noise is added there;
 4. anchors: per beat (iAP upstrokes, dV/dt > 1 V/s, ``refractory_ms`` apart) the maximum of
    ``windows.spike_signal`` (the spike peak, as detected in use) within 10 ms; every window
@@ -23,13 +24,13 @@ written atomically by the driver. The output directory is claimed (``storage.out
 this store; a store written by another code version only with ``allow_code_change``) and
 locked against a second writer (``storage.lock``); a re-run regenerates exactly the shards that
 are missing, torn or damaged. Row:
-cell_id, beat, drug, conc_nM, c_junction, densities[13], highpass_hz, snr, noise_sd_uV,
-anchor_ms, multipliers[52], eap_uV[length], iap_mV[length] (raw; normalized when read).
+cell_id, beat, junction (0 .. junctions_per_cell - 1), drug, conc_nM, c_junction, densities[13],
+highpass_hz, snr, noise_sd_uV, anchor_ms, multipliers[52], eap_uV[length], iap_mV[length] (raw;
+normalized when read).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 import time
@@ -82,6 +83,10 @@ class PairConfig(Settings):
     electrode: ElectrodeConfig = Field(default_factory=ElectrodeConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
     shard_size: PositiveInt = Field(50, description="cells per shard")
+    junctions_per_cell: PositiveInt = Field(
+        1, description="electrode couplings per cell: each draws its own junction, high-pass "
+                       "and S/N (and noise) for the same simulated AP (the simulation, not "
+                       "the electrode, is the cost)")
 
     @field_validator("drugs")
     @classmethod
@@ -102,14 +107,28 @@ class PairConfig(Settings):
 
     def config_hash(self) -> str:
         """The store's identity: :func:`~cardiotwin.storage.identity.identity_hash` of every
-        field (the code version is recorded beside it, not in it)."""
-        return identity_hash(self.model_dump(mode="json"))
+        field (the code version is recorded beside it, not in it); fields added later
+        (``NEW_FIELDS``) count only away from their default, so older stores keep their
+        hash."""
+        d = self.model_dump(mode="json")
+        for name, default in NEW_FIELDS.items():
+            if d.get(name) == default:
+                d.pop(name)
+        return identity_hash(d)
 
 
-def split_of(cell_ids) -> np.ndarray:
-    """Split of each cell: 80 % train, 10 % val, 10 % test by cell_id % 10 (8: val, 9: test)."""
+#: fields added after stores were written, with the default that leaves the hash unchanged
+NEW_FIELDS = {"junctions_per_cell": 1}
+
+
+def split_of(cell_ids, calibration: bool = False) -> np.ndarray:
+    """Split of each cell by cell_id % 10: 8 val, 9 test, the rest train (80/10/10); with
+    ``calibration``, 7 is ``cal`` (the conformal calibration split: 70/10/10/10)."""
     c = np.asarray(cell_ids, dtype=np.int64) % 10
-    return np.where(c == 9, "test", np.where(c == 8, "val", "train"))
+    out = np.where(c == 9, "test", np.where(c == 8, "val", "train"))
+    if calibration:
+        out = np.where(c == 7, "cal", out)
+    return out
 
 
 # ---- one shard --------------------------------------------------------------------------------
@@ -132,17 +151,31 @@ def ap_clamp_currents(v_mV: np.ndarray, inputs: np.ndarray, state0: np.ndarray,
                       temperature_K: float) -> dict[str, np.ndarray]:
     """The 13 membrane currents (pA/pF) along an AP ``v_mV`` sampled every 0.1 ms, from a
     voltage clamp that follows it (ramps between samples) from ``state0``: one value per
-    sample except the last."""
-    from ..protocols import Protocol, Segment
-    from ..simulate import simulate_voltage_clamp
+    sample except the last.
+
+    The kernel of ``simulate_voltage_clamp`` called with the ramps as arrays (the same
+    integration, bit for bit): a ``Protocol`` of one segment per sample (30,000+ for a
+    recording) cost seconds per cell in validation and hashing alone."""
+    from ..model.equations import CURRENT_NAMES, N_CURRENTS, cell_constants
+    from ..model.parameters import N_STATES
+    from ..model.temperature import tau_factor
+    from ..simulate import kernels
 
     v = np.asarray(v_mV, dtype=np.float64)
-    segs = tuple(Segment(FINE_DT_MS, a, b) for a, b in itertools.pairwise(v))
-    res = simulate_voltage_clamp(Protocol(segs, FINE_DT_MS, temperature_K), inputs[None, :],
-                                 record_currents=True, initial_state=state0[None, :])
-    if res.currents is None:
-        raise RuntimeError("simulate_voltage_clamp returned no currents (record_currents=True)")
-    return {k: c[0].astype(np.float64) for k, c in res.currents.items()}
+    if v.ndim != 1 or v.size < 2 or not np.all(np.isfinite(v)):
+        raise ValueError(f"v_mV: expected a finite 1-D trace of >= 2 samples, found shape "
+                         f"{v.shape}")
+    n = v.size - 1
+    cp = cell_constants(np.asarray(inputs, dtype=np.float64)[None, :], tau_factor(temperature_K))
+    y0 = np.asarray(state0, dtype=np.float64).reshape(1, N_STATES).copy()
+    itot = np.empty((1, n), np.float32)
+    cur = np.empty((1, N_CURRENTS, n), np.float32)
+    final = np.empty((1, N_STATES))
+    unstable = np.zeros(1, np.bool_)
+    kernels.voltage_clamp_kernel[True](
+        kernels.workspace(1), cp, y0, np.ones(n, np.int64), v[:-1].copy(), v[1:].copy(),
+        FINE_DT_MS, 1, itot, cur, final, unstable)
+    return {name: cur[0, i].astype(np.float64) for i, name in enumerate(CURRENT_NAMES)}
 
 
 def _block_mean(x: np.ndarray, k: int) -> np.ndarray:
@@ -198,44 +231,49 @@ def simulate_cells(cfg: PairConfig, first: int, n: int) -> tuple[dict[str, list]
         if status[j] != "ok":
             continue
         rng = rngs[i]
-        junction = cfg.electrode.draw(rng)
         v_fine = cc.v_mV[j].astype(np.float64)
         cur = ap_clamp_currents(v_fine, inputs[i], y0[i], cfg.temperature_K)
         v_fine = v_fine[:-1]
-        e_fine = extracellular(v_fine, FINE_DT_MS, cur, junction["c_junction"],
-                               junction["densities"], junction["highpass_hz"],
-                               cfg.electrode.gain_uV)
-        v_c, e_c = _block_mean(v_fine, k), _block_mean(e_fine, k)
-        e_noisy, sd = add_noise(e_c, junction["snr"], rng)
+        v_c = _block_mean(v_fine, k)
         ups = _upstrokes(v_c, w.sample_interval_ms, w.refractory_ms)
-        r = max(1, round(10.0 / w.sample_interval_ms))
-        sp = spike_signal(e_noisy, w)
-        anchors = np.array([max(0, u - r) + int(np.argmax(sp[max(0, u - r):u + r + 1]))
-                            for u in ups], dtype=np.int64)
-        starts = window_starts(anchors, len(v_c), w)
-        if starts.size == 0:
+        kept = 0
+        for jn in range(cfg.junctions_per_cell):
+            junction = cfg.electrode.draw(rng)
+            e_fine = extracellular(v_fine, FINE_DT_MS, cur, junction["c_junction"],
+                                   junction["densities"], junction["highpass_hz"],
+                                   cfg.electrode.gain_uV)
+            e_noisy, sd = add_noise(_block_mean(e_fine, k), junction["snr"], rng)
+            r = max(1, round(10.0 / w.sample_interval_ms))
+            sp = spike_signal(e_noisy, w)
+            anchors = np.array([max(0, u - r) + int(np.argmax(sp[max(0, u - r):u + r + 1]))
+                                for u in ups], dtype=np.int64)
+            starts = window_starts(anchors, len(v_c), w)
+            if starts.size == 0:
+                continue
+            kept += 1
+            ew, vw = cut(e_noisy, starts, w.length), cut(v_c, starts, w.length)
+            for b in range(len(starts)):
+                rows["cell_id"].append(first + i)
+                rows["beat"].append(b)
+                rows["junction"].append(jn)
+                rows["drug"].append(drugs[i][0])
+                rows["conc_nM"].append(drugs[i][1])
+                rows["c_junction"].append(junction["c_junction"])
+                rows["densities"].append(junction["densities"])
+                rows["highpass_hz"].append(junction["highpass_hz"])
+                rows["snr"].append(junction["snr"])
+                rows["noise_sd_uV"].append(sd)
+                rows["anchor_ms"].append((starts[b] + w.pre_samples) * w.sample_interval_ms)
+                rows["multipliers"].append(m[i])
+                rows["eap_uV"].append(ew[b])
+                rows["iap_mV"].append(vw[b])
+        if not kept:
             counts["no_window"] += 1
-            continue
-        ew, vw = cut(e_noisy, starts, w.length), cut(v_c, starts, w.length)
-        for b in range(len(starts)):
-            rows["cell_id"].append(first + i)
-            rows["beat"].append(b)
-            rows["drug"].append(drugs[i][0])
-            rows["conc_nM"].append(drugs[i][1])
-            rows["c_junction"].append(junction["c_junction"])
-            rows["densities"].append(junction["densities"])
-            rows["highpass_hz"].append(junction["highpass_hz"])
-            rows["snr"].append(junction["snr"])
-            rows["noise_sd_uV"].append(sd)
-            rows["anchor_ms"].append((starts[b] + w.pre_samples) * w.sample_interval_ms)
-            rows["multipliers"].append(m[i])
-            rows["eap_uV"].append(ew[b])
-            rows["iap_mV"].append(vw[b])
     return rows, counts
 
 
-ROW_COLUMNS = ("cell_id", "beat", "drug", "conc_nM", "c_junction", "densities", "highpass_hz",
-               "snr", "noise_sd_uV", "anchor_ms", "multipliers", "eap_uV", "iap_mV")
+ROW_COLUMNS = ("cell_id", "beat", "junction", "drug", "conc_nM", "c_junction", "densities",
+               "highpass_hz", "snr", "noise_sd_uV", "anchor_ms", "multipliers", "eap_uV", "iap_mV")
 
 
 def make_schema(length: int):
@@ -247,6 +285,7 @@ def make_schema(length: int):
     f32 = pa.float32()
     return pa.schema([
         pa.field("cell_id", pa.int64(), nullable=False), pa.field("beat", pa.int32()),
+        pa.field("junction", pa.int32()),
         pa.field("drug", pa.string()), pa.field("conc_nM", f32),
         pa.field("c_junction", f32), pa.field("densities", pa.list_(f32, N_CURRENTS)),
         pa.field("highpass_hz", f32), pa.field("snr", f32), pa.field("noise_sd_uV", f32),

@@ -6,8 +6,9 @@ length. Decoder: upsample x2, CBR, an additive attention gate weights the encode
 (Oktay et al. style: sigmoid(psi(relu(W_x skip + W_g g)))), concatenate, residual block.
 
 Output (one tensor, so standard ``fit`` and losses apply): (length, n_q + 3) where channels
-0 .. n_q-1 are the iAP (n_q = 1: the median only; n_q = 3: quantiles 0.05, 0.5, 0.95 as
-median - softplus, median, median + softplus: never crossing), and the last 3 channels are the
+0 .. n_q-1 are the iAP quantiles in increasing order (n_q = 1: the median only; with central
+``bands`` (0.9, 0.5): 0.05, 0.25, 0.5, 0.75, 0.95, built outwards from the median by adding
+softplus offsets, so they never cross), and the last 3 channels are the
 Aliev-Panfilov parameters (a, k, x) on the unit interval (sigmoid; :class:`PhysicsConfig`
 maps them to their ranges) from a small head on the bottleneck, repeated along time.
 Only built-in Keras layers: the saved model loads without custom objects.
@@ -15,7 +16,7 @@ Only built-in Keras layers: the saved model loads without custom objects.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..settings import PositiveInt, Settings
 
@@ -35,16 +36,29 @@ class NetConfig(Settings):
     se_ratio: PositiveInt = Field(4, description="squeeze-and-excitation reduction ratio")
     max_filters: int = Field(64, ge=2, description="cap on channels per level")
     head_units: PositiveInt = Field(16, description="units of the (a, k, x) head")
-    quantiles: bool = Field(True, description="predict the 0.05/0.5/0.95 quantiles (else the "
+    quantiles: bool = Field(True, description="predict the quantiles of ``bands`` (else the "
                                               "median only)")
+    bands: tuple[float, ...] = Field((0.9, 0.5), description="nominal coverages of the central "
+                                     "bands (0.9: quantiles 0.05 and 0.95)")
+
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        v = tuple(sorted({round(float(c), 6) for c in v}, reverse=True))
+        if not v or not all(0.0 < c < 1.0 for c in v):
+            raise ValueError(f"expected one or more coverages in (0, 1), found {v}")
+        return v
 
     @property
     def n_quantiles(self) -> int:
-        return 3 if self.quantiles else 1
+        return len(self.quantile_levels)
 
     @property
     def quantile_levels(self) -> tuple[float, ...]:
-        return (0.05, 0.5, 0.95) if self.quantiles else (0.5,)
+        if not self.quantiles:
+            return (0.5,)
+        lows = [round((1.0 - c) / 2.0, 6) for c in self.bands]       # outermost first
+        return tuple(lows) + (0.5,) + tuple(round(1.0 - q, 6) for q in reversed(lows))
 
 
 def _cbr(x, f: int, k: int, name: str, strides: int = 1):
@@ -118,10 +132,19 @@ def build_unet(cfg: NetConfig, length: int):
         x = _res_block(x, widths[i], cfg, f"dec{i}")
     med = L.Conv1D(1, 1, name="median")(x)
     if cfg.quantiles:
-        lo = L.Conv1D(1, 1, activation="softplus", name="lower_offset")(x)
-        hi = L.Conv1D(1, 1, activation="softplus", name="upper_offset")(x)
-        iap = L.Concatenate(name="quantiles")([L.Subtract(name="q05")([med, lo]), med,
-                                               L.Add(name="q95")([med, hi])])
+        lows: list = []
+        highs: list = []
+        lo = hi = med
+        for c in sorted(cfg.bands):                                    # innermost first
+            tag = "" if len(cfg.bands) == 1 else f"_{round(c * 100):02d}"
+            q = round((1.0 - c) / 2.0 * 100)
+            d_lo = L.Conv1D(1, 1, activation="softplus", name=f"lower_offset{tag}")(x)
+            d_hi = L.Conv1D(1, 1, activation="softplus", name=f"upper_offset{tag}")(x)
+            lo = L.Subtract(name=f"q{q:02d}")([lo, d_lo])
+            hi = L.Add(name=f"q{100 - q:02d}")([hi, d_hi])
+            lows.insert(0, lo)
+            highs.append(hi)
+        iap = L.Concatenate(name="quantiles")(lows + [med] + highs)
     else:
         iap = med
     rep = L.RepeatVector(length, name="ap_params_t")(params)
