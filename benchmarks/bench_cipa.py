@@ -106,7 +106,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", type=int, default=100, help="population (default 100)")
     ap.add_argument("--pacing-hz", type=float, default=1.0)
-    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--bootstrap", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--e4031-cells", type=int, default=500)
     ap.add_argument("--workers", type=int, default=2, help="local Ray CPUs (default 2)")

@@ -8,6 +8,7 @@ x 3 doses on 6 cells for 1.5 s each, in this process (no Ray).
 """
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -101,7 +102,8 @@ def test_a_drug_with_no_block_changes_nothing(tmp_path):
                 prepace_ms=200.0, record_ms=1000.0, record_interval_ms=0.5,
                 pacing_period_ms=500.0, pacing_amplitude=3.0, pacing_width_ms=5.0,
                 depolarized_mdp_mV=-60.0, ead_min_repolarization=0.3, n_keep_traces=0,
-                trace_interval_ms=1.0, single_thread=False)
+                trace_interval_ms=1.0, single_thread=False, late_sodium=True,
+                record_charge=True)
     mult = np.random.default_rng(0).uniform(0.8, 1.2, (3, 52)).astype(np.float32)
     ids = np.arange(3)
     at_dose = simulate_block(ScreenTask(drug=none, **base), ids, mult, 1)["columns"]
@@ -149,6 +151,35 @@ def test_late_sodium_conductance_checks():
         L.LateSodium(scale=[1.0, 0.5]).per_cell(3)
     with pytest.raises(ValueError, match="must be finite and >= 0"):
         L.LateSodium(scale=-1.0).per_cell(1)
+
+
+def test_the_variant_with_no_inal_is_the_default_model_to_rounding():
+    from cardiotwin.simulate import Pacing, simulate_current_clamp
+
+    cells = BASELINE * np.random.default_rng(1).uniform(0.8, 1.2, (20, BASELINE.size))
+    cells[:, [i for i, n in enumerate(_names()) if n.startswith("flag.")]] = \
+        BASELINE[[i for i, n in enumerate(_names()) if n.startswith("flag.")]]
+    kw = dict(record_interval_ms=0.5, prepace_ms=500.0, pacing=Pacing(period_ms=700.0))
+    ref = simulate_current_clamp(1500.0, cells, **kw)
+    off = simulate_current_clamp(1500.0, cells, late_sodium=L.LateSodium(scale=0.0),
+                                 record_charge=True, **kw)
+    # the same arithmetic, compiled apart (FMA contraction may differ in the last bits)
+    np.testing.assert_allclose(off.v_mV, ref.v_mV, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(off.final_state, ref.final_state, rtol=1e-11, atol=1e-14)
+    assert ref.charge is None and set(off.charge) == {"IKr", "ICaL", "INaL", "IKs", "IK1",
+                                                      "Ito"}
+    np.testing.assert_array_equal(off.charge["INaL"], 0.0)
+    assert np.all(off.charge["ICaL"] < 0) and np.all(off.charge["IKr"] > 0)
+    on = simulate_current_clamp(1500.0, cells, late_sodium=L.LateSodium(), record_charge=True,
+                                **kw)
+    assert np.all(on.charge["INaL"] < 0)                     # inward charge
+    assert not np.array_equal(on.v_mV, ref.v_mV)
+
+
+def _names():
+    from cardiotwin.model.parameters import PARAMETER_NAMES
+
+    return PARAMETER_NAMES
 
 
 # ---- metrics and the classifier ------------------------------------------------------------
@@ -262,3 +293,31 @@ def test_cipa_command_parses_and_refuses_unknown_drugs(tmp_path):
     a = build_parser().parse_args(["cipa", "--out", str(tmp_path), "--drugs", "aspirin"])
     with pytest.raises(ValueError, match="'aspirin' is not in the CiPA table"):
         config_from_args(a)
+
+
+def test_cipa_run_writes_risk_summary_figures_and_page(tmp_path):
+    from cardiotwin.cipa import CipaConfig, run_cipa
+
+    drugs = ["dofetilide", "sotalol", "verapamil", "nifedipine", "cisapride", "flecainide"]
+    cfg = CipaConfig(out_dir=tmp_path, drugs=drugs, n_cells=6, multiples=(1.0, 30.0),
+                     prepace_ms=500.0, record_ms=1000.0, n_bootstrap=3)
+    summary = run_cipa(cfg, progress=False, use_ray=False, echo=None)
+    with open(tmp_path / "risk.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["drug"] for r in rows] == drugs
+    assert list(rows[0])[:4] == ["drug", "cipa_category", "predicted_category", "risk_score"]
+    assert all(0.0 <= float(r["risk_score"]) <= 2.0 for r in rows)
+    assert {r["set"] for r in rows} == {"training", "validation", "extra"}
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["classifier"]["n_drugs"] == 5 and saved == json.loads(json.dumps(summary))
+    assert set(saved["baselines"]) == {"herg_margin", "block_score"}
+    dof = saved["drugs"][0]
+    assert dof["concentrations_nM"] == [2.0, 60.0]
+    assert set(dof["metrics"]) == set(M.METRICS)
+    for k in ("dose_response.png", "risk_by_category.png", "index.html"):
+        assert (tmp_path / k).stat().st_size > 1000
+    assert "risk.csv" in (tmp_path / "index.html").read_text()
+    # the screens are finished screens: a second run reuses every one
+    again = run_cipa(cfg, progress=False, use_ray=False, echo=None)
+    assert again["timing"]["screens_reused"] == len(drugs)
+    assert again["classifier"]["accuracy"] == summary["classifier"]["accuracy"]

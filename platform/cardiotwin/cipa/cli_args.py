@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="classifier features (default qnet apd90 ead)")
     p.add_argument("--feature-multiples", nargs="+", type=float, default=None, metavar="X",
                    help="the doses the features average over (default: all --multiples)")
-    p.add_argument("--bootstrap", type=int, default=200, metavar="B",
-                   help="bootstrap replicates over cells (default 200)")
+    p.add_argument("--bootstrap", type=int, default=100, metavar="B",
+                   help="bootstrap replicates over cells (default 100)")
     p.add_argument("--prepace-ms", type=float, default=5000.0, metavar="MS")
     p.add_argument("--record-ms", type=float, default=5000.0, metavar="MS")
     p.add_argument("--batch-cells", type=int, default=250, metavar="N")

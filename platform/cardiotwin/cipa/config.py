@@ -56,7 +56,7 @@ class CipaConfig(Settings):
     feature_multiples: tuple[PositiveFloat, ...] | None = Field(
         None, description="the doses (of multiples) the features average over; None: all")
     classifier_c: PositiveFloat = Field(1.0, description="inverse L2 strength")
-    n_bootstrap: NonNegativeInt = Field(200, description="bootstrap replicates over cells")
+    n_bootstrap: NonNegativeInt = Field(100, description="bootstrap replicates over cells")
     batch_cells: PositiveInt = Field(250, description="cells per Ray task")
     screen_figures: bool = Field(False, description="each drug screen's own figures too")
     figures: bool = Field(True)

@@ -34,6 +34,7 @@ import numba
 import numpy as np
 
 from ..vecmath import vexp, vlog3, vsqrt
+from . import late_sodium
 from .parameters import N_INPUTS, PARAMETER_INDEX
 
 # ---------------------------------------------------------------- constants (authors' values)
@@ -293,9 +294,11 @@ def voltage_terms(ws, c, S, v, dt):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def rates(ws, c, S, v, store_currents):
+def rates(ws, c, S, v, store_currents, late_na=False, nal_row=0):
     """Currents of lane c at its present state and membrane potential v (mV) (I_ion to row ITOT,
-    the 13 currents to CUR0.. when store_currents) and the rates of the non-gate states:
+    the 13 currents to CUR0.. when store_currents) and the rates of the non-gate states
+    (``late_na``, a compile-time constant: with the late sodium current of model.late_sodium,
+    rows from ``nal_row``, in I_ion and dNai/dt):
     (I_ion pA/pF, dCaSR/dt, dCai/dt, dNai/dt, dKi/dt (mM/ms), dR/dt, dO/dt, dI/dt of the RyR
     (1/ms), the fCa pull (fCa_inf - fCa where fCa may move, else 0), the RyR's Ca-dependent
     rates a = koSRCa Cai^2 and b = kiSRCa Cai (1/ms)). Gate rates come from voltage_terms."""
@@ -343,6 +346,10 @@ def rates(ws, c, S, v, store_currents):
     i_up = ws[CP_VUP * S + c] * cai2 * d_pca * r_sat
     i_ion = (i_k1 + i_to + i_kr + i_ks + i_cal + i_cat + i_nak + i_na + i_naca + i_pca + i_f
              + i_bna + i_bca)
+    i_nal = 0.0
+    if late_na:
+        i_nal = late_sodium.current(ws, c, S, dfna, nal_row)
+        i_ion = i_ion + i_nal
     ws[ITOT * S + c] = i_ion
     if store_currents:
         ws[(CUR0 + 0) * S + c] = i_k1
@@ -392,6 +399,8 @@ def rates(ws, c, S, v, store_currents):
                      - (i_cal_ca + i_cat + i_bca + i_pca - 2.0 * i_naca) * CAI_RATE)
     live = ws[CP_LIVE_NAK * S + c]
     d_nai = -live * NAI_RATE * (i_na + i_bna + i_f_na + 3.0 * i_nak + 3.0 * i_naca + i_cal_na)
+    if late_na:
+        d_nai = d_nai - live * NAI_RATE * i_nal
     d_ki = -live * NAI_RATE * (i_k1 + i_to + i_kr + i_ks + i_f_k - 2.0 * i_nak + i_cal_k)
 
     # fCa (ten Tusscher 2004): may only fall while fCa_inf > fCa and V > -60 mV
@@ -412,7 +421,8 @@ def rates(ws, c, S, v, store_currents):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def advance(ws, c, S, v, dt, i_stim, clamped, store_currents, stiff_ryr=True):
+def advance(ws, c, S, v, dt, i_stim, clamped, store_currents, stiff_ryr=True, late_na=False,
+            nal_row=0):
     """Currents of lane c at its present state and membrane potential v (mV) (see rates); then
     one step of dt (ms): Rush-Larsen gates, forward Euler elsewhere, the RyR chain by backward
     Euler where it is stiff (voltage_terms must hold the same dt). ``stiff_ryr`` (a
@@ -421,9 +431,10 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents, stiff_ryr=True):
     before it can need the branch (at half its threshold). In current clamp
     (clamped = False) V moves by dt * (i_stim - I_ion - I_seal), I_seal = g_seal (V - E_seal)
     the seal leak of the recording (not a membrane current: no ion fluxes). Returns dV/dt
-    (mV/ms)."""
+    (mV/ms). ``late_na`` (compile-time): with the late sodium current (see rates), its gates
+    stepped too."""
     (i_ion, d_casr, d_cai, d_nai, d_ki, d_r, d_o, d_i, fca_pull, a_ryr,
-     b_ryr) = rates(ws, c, S, v, store_currents)
+     b_ryr) = rates(ws, c, S, v, store_currents, late_na, nal_row)
     fca = ws[FCA * S + c]
     ws[FCA * S + c] = fca + fca_pull * (1.0 - ws[DEC_FCA * S + c])
 
@@ -440,6 +451,8 @@ def advance(ws, c, S, v, dt, i_stim, clamped, store_currents, stiff_ryr=True):
     _rush_larsen(ws, c, S, 10, R_)
     _rush_larsen(ws, c, S, 11, DCAT)
     _rush_larsen(ws, c, S, 12, FCAT)
+    if late_na:
+        late_sodium.rush_larsen(ws, c, S, nal_row)
     ws[CASR * S + c] = ws[CASR * S + c] + dt * d_casr
     ws[CAI * S + c] = ws[CAI * S + c] + dt * d_cai
     ws[NAI * S + c] = ws[NAI * S + c] + dt * d_nai

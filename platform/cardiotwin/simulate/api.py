@@ -14,6 +14,9 @@ import numpy as np
 
 from ..model.artefacts import VoltageClampArtefacts, propagators, recording_noise
 from ..model.equations import CURRENT_NAMES, N_CURRENTS, cell_constants
+from ..model.late_sodium import LateSodium
+from ..model.late_sodium import hl_inf as nal_hl_inf
+from ..model.late_sodium import ml_inf as nal_ml_inf
 from ..model.parameters import BASELINE, INITIAL_STATE, N_INPUTS, N_STATES
 from ..model.temperature import tau_factor
 from ..protocols import Protocol
@@ -118,13 +121,16 @@ class VoltageClampResult:
 @dataclass
 class CurrentClampResult:
     """t_ms (n_samples,), v_mV and cai_mM (n_cells, n_samples) float32, final_state (n_cells, 23)
-    (NaN for unstable cells), unstable (n_cells,) bool."""
+    (NaN for unstable cells), unstable (n_cells,) bool; with ``record_charge``, charge
+    {current: (n_cells,)} pA/pF ms carried by each of kernels.CHARGE_CURRENTS over the recorded
+    run (inward negative; NaN for unstable cells), else None."""
 
     t_ms: np.ndarray
     v_mV: np.ndarray
     cai_mM: np.ndarray
     final_state: np.ndarray
     unstable: np.ndarray
+    charge: dict[str, np.ndarray] | None = None
 
 
 def _as_inputs(inputs) -> np.ndarray:
@@ -264,7 +270,8 @@ def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: fl
 def simulate_current_clamp(duration_ms: float, inputs=None, *, temperature_K: float = 310.0,
                            record_interval_ms: float = 0.1, pacing: Pacing | None = None,
                            prepace_ms: float = 0.0, initial_state=None, dv_max_mV: float = 0.5,
-                           max_substeps: int = 64, seal: SealLeak | None = None
+                           max_substeps: int = 64, seal: SealLeak | None = None,
+                           late_sodium: LateSodium | None = None, record_charge: bool = False
                            ) -> CurrentClampResult:
     """Free-running (or paced) membrane potential for ``duration_ms``, recorded every
     ``record_interval_ms`` at t = 0 ... duration (inclusive).
@@ -273,35 +280,56 @@ def simulate_current_clamp(duration_ms: float, inputs=None, *, temperature_K: fl
     without recording and starts the recording from the state reached (towards steady state).
     Adaptive sub-steps keep V changes below ``dv_max_mV`` per step around upstrokes.
     ``seal``: the recording's seal leak (:class:`SealLeak`, per cell or shared; None: none).
+    ``late_sodium``: the model's late-sodium variant (model.late_sodium.LateSodium: G_NaL and a
+    per-cell scale; its gates start at steady state at each cell's initial V); None: the
+    default model. ``record_charge``: also the charge of each CiPA current over the recorded
+    run (``CurrentClampResult.charge``). Both run a variant of the kernel; without them the
+    default kernel runs, unchanged.
     """
     cp, y0, rec_every, dt, n_rec, amp, stim = cc_setup(
         duration_ms, inputs, temperature_K, record_interval_ms, pacing, prepace_ms,
         initial_state, seal)
     n = cp.shape[0]
+    if late_sodium is not None and not isinstance(late_sodium, LateSodium):
+        raise TypeError(f"late_sodium must be a LateSodium, found {type(late_sodium).__name__}")
+    variant = (late_sodium is not None, bool(record_charge))
+    nal_g = late_sodium.per_cell(n) if late_sodium is not None else np.zeros(n)
+    nal0 = np.stack([nal_ml_inf(y0[:, 0]), nal_hl_inf(y0[:, 0])], axis=1)
 
-    def run(y_start, n_steps, every, n_out, start_ms):
+    def run(y_start, nal_start, n_steps, every, n_out, start_ms):
         v_out = np.empty((n, n_out), np.float32)
         cai_out = np.empty((n, n_out), np.float32)
         final = np.empty((n, N_STATES))
         unstable = np.zeros(n, np.bool_)
-        kernels.current_clamp_kernel(
-            kernels.workspace(n), cp, y_start, n_steps, dt, every, amp, stim.start_ms - start_ms,
-            stim.period_ms, stim.width_ms, dv_max_mV, max_substeps, v_out, cai_out, final,
-            unstable)
-        return v_out, cai_out, final, unstable
+        args = (cp, y_start, n_steps, dt, every, amp, stim.start_ms - start_ms, stim.period_ms,
+                stim.width_ms, dv_max_mV, max_substeps, v_out, cai_out, final, unstable)
+        if variant == (False, False):
+            kernels.current_clamp_kernel(kernels.workspace(n), *args)
+            return v_out, cai_out, final, unstable, nal_start, None
+        nal_final = np.empty((n, 2))
+        q = np.empty((n, kernels.N_Q))
+        kernels.current_clamp_kernel_variant[variant](
+            kernels.workspace(n, kernels.N_WS_CC_VARIANT), *args, nal_start, nal_g, nal_final, q)
+        return v_out, cai_out, final, unstable, nal_final, q
 
     pre_unstable = np.zeros(n, np.bool_)
     if prepace_ms > 0:
         n_pre = int(round(prepace_ms / dt))
-        _, _, y_pre, pre_unstable = run(y0, n_pre, n_pre + 1, 1, 0.0)
+        _, _, y_pre, pre_unstable, nal_pre, _ = run(y0, nal0, n_pre, n_pre + 1, 1, 0.0)
         y0 = np.where(pre_unstable[:, None], y0, y_pre)
+        nal0 = np.where(pre_unstable[:, None], nal0, nal_pre)
         offset = n_pre * dt
     else:
         offset = 0.0
-    v, cai, final, unstable = run(y0, n_rec * rec_every, rec_every, n_rec + 1, offset)
+    v, cai, final, unstable, _, q = run(y0, nal0, n_rec * rec_every, rec_every, n_rec + 1,
+                                        offset)
     unstable |= pre_unstable
     v[pre_unstable] = np.nan
     cai[pre_unstable] = np.nan
     final[pre_unstable] = np.nan
     t = np.arange(n_rec + 1) * record_interval_ms
-    return CurrentClampResult(t, v, cai, final, unstable)
+    charge = None
+    if record_charge:
+        q[unstable] = np.nan
+        charge = {name: q[:, i] for i, name in enumerate(kernels.CHARGE_CURRENTS)}
+    return CurrentClampResult(t, v, cai, final, unstable, charge)

@@ -19,10 +19,12 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
+from ..model import late_sodium
 from ..model.artefacts import N_PROPAGATOR, artefact_step, membrane_after_step
 from ..model.equations import (
     CAI,
     CP0,
+    CP_TFAC,
     CUR0,
     ITOT,
     N_CP,
@@ -43,7 +45,8 @@ def _drop_stale_cache() -> None:
     root = Path(__file__).resolve().parent.parent
     digest = sha256_bytes(b"".join(
         (root / rel).read_bytes()
-        for rel in ("model/equations.py", "model/artefacts.py", "vecmath.py")))
+        for rel in ("model/equations.py", "model/artefacts.py", "model/late_sodium.py",
+                    "vecmath.py")))
     cache = Path(__file__).resolve().parent / "__pycache__"
     stamp = cache / "kernels.inlined-sources.sha256"
     try:
@@ -78,6 +81,13 @@ VTERMS_TOL_MV = 0.05  # mV: gate steady states and time constants move by < 0.3%
 EDGE_MS = 3.0  # ms after each command edge integrated in sub-steps ...
 EDGE_SUBSTEPS = 8  # ... of dt / EDGE_SUBSTEPS
 
+# the current-clamp variant's extra rows (current_clamp_kernel_variant): the late sodium
+# current's (model.late_sodium) from NAL0, then one charge accumulator per CHARGE_CURRENTS
+NAL0 = N_WS
+Q0 = NAL0 + late_sodium.N_ROWS
+CHARGE_CURRENTS = ("IKr", "ICaL", "INaL", "IKs", "IK1", "Ito")   # the CiPA qNet currents
+N_Q = len(CHARGE_CURRENTS)
+N_WS_CC_VARIANT = Q0 + N_Q
 _JIT = dict(parallel=True, nogil=True, error_model="numpy", cache=True, _nrt=False,
             fastmath={"contract"})  # nogil: a served twin simulates while requests parse
 
@@ -335,17 +345,104 @@ def _stimulus(t, amp, start, period, width):
 
 
 @numba.njit(inline="always")
-def _cc_substep(ws, c, sub, dt, t, stim_amp, stim_start, stim_period, stim_width, stiff_ryr):
+def _cc_substep(ws, c, sub, dt, t, stim_amp, stim_start, stim_period, stim_width, stiff_ryr,
+                late_na=False, charge=False):
     """Sub-step ``sub`` of lane c (of its NSUB sub-steps of the outer step dt at t ms; past
-    them h = 0, an exact no-op)."""
+    them h = 0, an exact no-op). ``late_na``, ``charge`` (compile-time constants): the
+    variant's late sodium current, and its charge accumulators (h x each CHARGE_CURRENTS
+    current at the sub-step's start)."""
     n_c = ws[NSUB * CHUNK + c]
     active = sub < n_c
     h = dt / n_c if active else 0.0
     v = ws[V_ * CHUNK + c]
     i_stim = _stimulus(t + sub * h, stim_amp, stim_start, stim_period, stim_width)
     voltage_terms(ws, c, CHUNK, v, h)
-    d = advance(ws, c, CHUNK, v, h, i_stim, False, False, stiff_ryr)
+    if late_na:
+        late_sodium.voltage_terms(ws, c, CHUNK, v, h, ws[CP_TFAC * CHUNK + c], NAL0)
+    d = advance(ws, c, CHUNK, v, h, i_stim, False, charge, stiff_ryr, late_na, NAL0)
+    if charge:
+        ws[Q0 * CHUNK + c] += h * ws[(CUR0 + 2) * CHUNK + c]                      # I_Kr
+        ws[(Q0 + 1) * CHUNK + c] += h * ws[(CUR0 + 4) * CHUNK + c]                # I_CaL
+        ws[(Q0 + 2) * CHUNK + c] += h * ws[(NAL0 + late_sodium.I_) * CHUNK + c]   # I_NaL
+        ws[(Q0 + 3) * CHUNK + c] += h * ws[(CUR0 + 3) * CHUNK + c]                # I_Ks
+        ws[(Q0 + 4) * CHUNK + c] += h * ws[(CUR0 + 0) * CHUNK + c]                # I_K1
+        ws[(Q0 + 5) * CHUNK + c] += h * ws[(CUR0 + 1) * CHUNK + c]                # I_to
     ws[DVDT * CHUNK + c] = d if active else ws[DVDT * CHUNK + c]
+
+
+@numba.njit(inline="always")
+def _load_variant(ws, nal_y0, nal_g, c0, n, late_na):
+    """The variant's rows of a chunk: late sodium gates and conductance, zero charges."""
+    for c in range(CHUNK):
+        cell = min(c0 + c, n - 1)
+        for r in range(late_sodium.N_ROWS):
+            ws[(NAL0 + r) * CHUNK + c] = 0.0
+        if late_na:
+            ws[(NAL0 + late_sodium.ML) * CHUNK + c] = nal_y0[cell, 0]
+            ws[(NAL0 + late_sodium.HL) * CHUNK + c] = nal_y0[cell, 1]
+            ws[(NAL0 + late_sodium.G) * CHUNK + c] = nal_g[cell]
+        for q in range(N_Q):
+            ws[(Q0 + q) * CHUNK + c] = 0.0
+
+
+@numba.njit(inline="always")
+def _cc_chunk(ws, c0, n, cp, y0, n_steps, dt, rec_every, stim_amp, stim_start, stim_period,
+              stim_width, dv_max, max_sub, v_out, cai_out, final_state, unstable, late_na,
+              charge, nal_y0, nal_g, nal_final, q_out):
+    """One chunk of current_clamp_kernel (or, with late_na / charge, of its variant)."""
+    n_rec = v_out.shape[1]
+    _load_chunk(ws, cp, y0, c0, n)
+    if late_na or charge:
+        _load_variant(ws, nal_y0, nal_g, c0, n, late_na)
+    for k in range(n_steps + 1):
+        if k % rec_every == 0 and k // rec_every < n_rec:
+            j = k // rec_every
+            for c in range(CHUNK):
+                if c0 + c < n:
+                    bad = ws[BAD * CHUNK + c] != 0.0
+                    v_out[c0 + c, j] = np.nan if bad else ws[V_ * CHUNK + c]
+                    cai_out[c0 + c, j] = np.nan if bad else ws[CAI * CHUNK + c]
+        if k == n_steps:
+            break
+        most = 0.0
+        for c in range(CHUNK):
+            rate = abs(ws[DVDT * CHUNK + c])
+            n_c = min(float(max_sub), max(1.0, np.ceil(rate * dt / dv_max)))
+            n_c = 0.0 if ws[BAD * CHUNK + c] != 0.0 else n_c
+            ws[NSUB * CHUNK + c] = n_c
+            most = max(most, n_c)
+        t = k * dt
+        for sub in range(int(most)):
+            if _any_hot(ws):
+                for c in range(CHUNK):
+                    _cc_substep(ws, c, sub, dt, t, stim_amp, stim_start, stim_period,
+                                stim_width, True, late_na, charge)
+            else:
+                for c in range(CHUNK):
+                    _cc_substep(ws, c, sub, dt, t, stim_amp, stim_start, stim_period,
+                                stim_width, False, late_na, charge)
+            for c in range(CHUNK):
+                v = ws[V_ * CHUNK + c]
+                if not (abs(v) < V_LIMIT and np.isfinite(ws[CAI * CHUNK + c])):
+                    ws[BAD * CHUNK + c] = 1.0
+                    ws[DVDT * CHUNK + c] = 0.0
+                    ws[NSUB * CHUNK + c] = 0.0
+                    _reset_lane(ws, y0, min(c0 + c, n - 1), c)
+                    if late_na:
+                        ws[(NAL0 + late_sodium.ML) * CHUNK + c] = nal_y0[min(c0 + c, n - 1), 0]
+                        ws[(NAL0 + late_sodium.HL) * CHUNK + c] = nal_y0[min(c0 + c, n - 1), 1]
+    _store_chunk(ws, final_state, unstable, c0, n)
+    if late_na or charge:
+        for c in range(CHUNK):
+            cell = c0 + c
+            if cell < n:
+                bad = ws[BAD * CHUNK + c] != 0.0
+                if late_na:
+                    nal_final[cell, 0] = np.nan if bad else ws[(NAL0 + late_sodium.ML) * CHUNK + c]
+                    nal_final[cell, 1] = np.nan if bad else ws[(NAL0 + late_sodium.HL) * CHUNK + c]
+                if charge:
+                    for q in range(N_Q):
+                        q_out[cell, q] = np.nan if bad else ws[(Q0 + q) * CHUNK + c]
 
 
 @numba.njit(**_JIT)
@@ -363,43 +460,33 @@ def current_clamp_kernel(wsall, cp, y0, n_steps, dt, rec_every, stim_amp, stim_s
     into v_out/cai_out (n, n_rec). Pass rec_every > n_steps to record only t = 0.
     """
     n = cp.shape[0]
-    n_rec = v_out.shape[1]
     for ch in prange(wsall.shape[0]):
-        ws = wsall[ch]
-        c0 = ch * CHUNK
-        _load_chunk(ws, cp, y0, c0, n)
-        for k in range(n_steps + 1):
-            if k % rec_every == 0 and k // rec_every < n_rec:
-                j = k // rec_every
-                for c in range(CHUNK):
-                    if c0 + c < n:
-                        bad = ws[BAD * CHUNK + c] != 0.0
-                        v_out[c0 + c, j] = np.nan if bad else ws[V_ * CHUNK + c]
-                        cai_out[c0 + c, j] = np.nan if bad else ws[CAI * CHUNK + c]
-            if k == n_steps:
-                break
-            most = 0.0
-            for c in range(CHUNK):
-                rate = abs(ws[DVDT * CHUNK + c])
-                n_c = min(float(max_sub), max(1.0, np.ceil(rate * dt / dv_max)))
-                n_c = 0.0 if ws[BAD * CHUNK + c] != 0.0 else n_c
-                ws[NSUB * CHUNK + c] = n_c
-                most = max(most, n_c)
-            t = k * dt
-            for sub in range(int(most)):
-                if _any_hot(ws):
-                    for c in range(CHUNK):
-                        _cc_substep(ws, c, sub, dt, t, stim_amp, stim_start, stim_period,
-                                    stim_width, True)
-                else:
-                    for c in range(CHUNK):
-                        _cc_substep(ws, c, sub, dt, t, stim_amp, stim_start, stim_period,
-                                    stim_width, False)
-                for c in range(CHUNK):
-                    v = ws[V_ * CHUNK + c]
-                    if not (abs(v) < V_LIMIT and np.isfinite(ws[CAI * CHUNK + c])):
-                        ws[BAD * CHUNK + c] = 1.0
-                        ws[DVDT * CHUNK + c] = 0.0
-                        ws[NSUB * CHUNK + c] = 0.0
-                        _reset_lane(ws, y0, min(c0 + c, n - 1), c)
-        _store_chunk(ws, final_state, unstable, c0, n)
+        # the variant's arrays are not touched (late_na, charge False): any 2-D arrays do
+        _cc_chunk(wsall[ch], ch * CHUNK, n, cp, y0, n_steps, dt, rec_every, stim_amp,
+                  stim_start, stim_period, stim_width, dv_max, max_sub, v_out, cai_out,
+                  final_state, unstable, False, False, y0, cp[:, 0], final_state, final_state)
+
+
+def _make_current_clamp_variant(late_na, charge):
+    @numba.njit(**_JIT)
+    def kernel(wsall, cp, y0, n_steps, dt, rec_every, stim_amp, stim_start, stim_period,
+               stim_width, dv_max, max_sub, v_out, cai_out, final_state, unstable, nal_y0,
+               nal_g, nal_final, q_out):
+        """current_clamp_kernel with the late sodium current (late_na: model.late_sodium;
+        nal_y0 (n, 2) initial mL, hL; nal_g (n,) G_NaL x scale, nS/pF; nal_final (n, 2)) and/or
+        the charge (charge: q_out (n, N_Q) pA/pF ms of each CHARGE_CURRENTS current over the
+        run). wsall from workspace(n, N_WS_CC_VARIANT)."""
+        n = cp.shape[0]
+        for ch in prange(wsall.shape[0]):
+            _cc_chunk(wsall[ch], ch * CHUNK, n, cp, y0, n_steps, dt, rec_every, stim_amp,
+                      stim_start, stim_period, stim_width, dv_max, max_sub, v_out, cai_out,
+                      final_state, unstable, late_na, charge, nal_y0, nal_g, nal_final, q_out)
+
+    return kernel
+
+
+#: current_clamp_kernel_variant[(late_na, charge)](... as current_clamp_kernel ..., nal_y0,
+#:                                                  nal_g, nal_final, q_out)
+current_clamp_kernel_variant = {(True, True): _make_current_clamp_variant(True, True),
+                                (True, False): _make_current_clamp_variant(True, False),
+                                (False, True): _make_current_clamp_variant(False, True)}
