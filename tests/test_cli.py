@@ -26,6 +26,7 @@ SCRIPTS = {  # script -> the subcommand it runs
     "jobs/hybrid_fit.py": "hybrid fit", "jobs/reconstruct_pairs.py": "reconstruct-pairs",
     "jobs/train_model.py": "train", "tune/hyperparameters.py": "tune hyperparameters",
     "tune/protocol_search.py": "protocol-search", "tune/reconstruct.py": "tune reconstruct",
+    "jobs/cipa.py": "cipa",
 }
 
 

@@ -109,12 +109,13 @@ class VoltageClampArtefacts:
         if t.ndim != 2 or t.shape[1] != N_ARTEFACT_FIELDS:
             raise ValueError(f"artefact table: expected shape (n, {N_ARTEFACT_FIELDS}) with "
                              f"columns {ARTEFACT_FIELDS}, found {t.shape}")
-        return cls(**{name: t[:, j] for j, name in enumerate(ARTEFACT_FIELDS)}, **noise)
+        columns: dict[str, Any] = {name: t[:, j] for j, name in enumerate(ARTEFACT_FIELDS)}
+        return cls(**columns, **noise)
 
     def per_cell(self, n: int) -> np.ndarray:
         """The parameters as an (n, N_ARTEFACT_FIELDS) float64 table (ARTEFACT_FIELDS order);
         ValueError naming the field for a wrong length, a non-finite or out-of-range value."""
-        cols = {}
+        cols: dict[str, np.ndarray] = {}
         for name in ARTEFACT_FIELDS:
             x = getattr(self, name)
             if x is None:  # an estimate left unset: the amplifier is dialled in exactly

@@ -37,19 +37,21 @@ class ArtefactPrior(Settings):
     estimates are drawn as ratios to the truth (``cm_est_ratio`` Cm*/Cm, ``rs_est_ratio``
     R_s*/R_s). Units: pF, MOhm, mV, nS/pF, ms."""
 
-    cm_pF: Range = Field((20.0, 150.0), description="membrane capacitance Cm (pF, log-uniform)")
-    rs_MOhm: Range = Field((5.0, 40.0), description="series resistance R_s (MOhm, log-uniform)")
-    cm_est_ratio: Range = Field((0.9, 1.1), description="amplifier's Cm* / Cm")
-    rs_est_ratio: Range = Field((0.8, 1.2), description="amplifier's R_s* / R_s")
-    compensation: Range = Field((0.0, 0.8), description="series-resistance compensation "
-                                                        "fraction alpha")
-    prediction: Range = Field((0.0, 0.8), description="prediction (supercharging) fraction "
-                                                      "beta")
-    v_offset_mV: Range = Field((-5.0, 5.0), description="voltage offset (mV)")
-    g_leak_nS_per_pF: Range = Field((0.002, 0.2), description="seal leak conductance (nS/pF, "
-                                                              "log-uniform)")
-    e_leak_mV: Range = Field((-15.0, 15.0), description="seal leak reversal (mV)")
-    tau_sum_ms: Range = Field((0.02, 0.02), description="amplifier lag (ms)")
+    cm_pF: Range = Field(default=(20.0, 150.0),
+                         description="membrane capacitance Cm (pF, log-uniform)")
+    rs_MOhm: Range = Field(default=(5.0, 40.0),
+                           description="series resistance R_s (MOhm, log-uniform)")
+    cm_est_ratio: Range = Field(default=(0.9, 1.1), description="amplifier's Cm* / Cm")
+    rs_est_ratio: Range = Field(default=(0.8, 1.2), description="amplifier's R_s* / R_s")
+    compensation: Range = Field(default=(0.0, 0.8),
+                                description="series-resistance compensation fraction alpha")
+    prediction: Range = Field(default=(0.0, 0.8),
+                              description="prediction (supercharging) fraction beta")
+    v_offset_mV: Range = Field(default=(-5.0, 5.0), description="voltage offset (mV)")
+    g_leak_nS_per_pF: Range = Field(default=(0.002, 0.2),
+                                    description="seal leak conductance (nS/pF, log-uniform)")
+    e_leak_mV: Range = Field(default=(-15.0, 15.0), description="seal leak reversal (mV)")
+    tau_sum_ms: Range = Field(default=(0.02, 0.02), description="amplifier lag (ms)")
 
     @model_validator(mode="after")
     def _check(self) -> ArtefactPrior:
