@@ -9,6 +9,7 @@
   cardiotwin coverage STORE --real FILES_OR_DIR [--out DIR]   (real phenotypes vs the population's)
   cardiotwin protocol export P --format atf|csv|json --out FILE | import REC --out P.json
   cardiotwin train | twin | screen | protocol-search ...
+  cardiotwin cipa --out DIR [--cells N] [--pacing-hz 1] [--drugs ...]   (CiPA clinical risk)
   cardiotwin reconstruct EAP.csv --model DIR --out DIR   (intracellular AP from an eAP)
   cardiotwin reconstruct-pairs --out DIR ...             (training pairs for it, on Ray)
   cardiotwin hybrid fit TRACE... --out DIR                (Mitchell-Schaeffer + network)
