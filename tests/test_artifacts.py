@@ -82,7 +82,7 @@ def _reconstruct_kind():
                              overwrite=overwrite)
 
     def load(out):
-        est = load_reconstructor(out)
+        est = load_reconstructor(out, warm=False)  # a stand-in network, not a U-Net
         y = np.asarray(est.model(np.zeros((1, N_IN), np.float32)))
         tag = est.metadata["training"]["tag"]
         assert np.allclose(y, bias[tag])
