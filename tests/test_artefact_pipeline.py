@@ -46,7 +46,7 @@ def test_prior_draws_are_a_function_of_seed_and_cell_and_stay_inside():
 
 
 def test_lab_metadata_narrows_cm_rs_and_leak(tmp_path):
-    meta = read_cell_metadata(DATA / "real_vc_cell_metadata_031221_2_control.csv")
+    meta = read_cell_metadata(DATA / "lab_cell_metadata_031221_2_control.csv")
     assert meta == {"cm_pF": 73.6, "rs_MOhm": 22.9, "rm_MOhm": 1111.0}  # the VC trial's row
     r = artefact_ranges(meta)
     assert r["cm_pF"][0] < 73.6 < r["cm_pF"][1]
