@@ -316,8 +316,8 @@ def _make_artefact_clamp_kernel(store_currents):
     return kernel
 
 
-#: artefact_clamp_kernel[store_currents](wsall, cp, y0, prop, seg_n, seg_v0, seg_v1, dt,
-#:     rec_every, iout_out, record_vm, vm_out, cur_out, final_state, unstable)
+#: artefact_clamp_kernel[store_currents](wsall, cp, y0, prop, prop_fine, seg_n, seg_v0, seg_v1,
+#:     dt, rec_every, edge_steps, iout_out, record_vm, vm_out, cur_out, final_state, unstable)
 artefact_clamp_kernel = {False: _make_artefact_clamp_kernel(False),
                          True: _make_artefact_clamp_kernel(True)}
 
