@@ -195,6 +195,15 @@ def noise_sd(v_mV) -> float:
     return float(np.median(np.abs(d2)) / (0.6745 * math.sqrt(6.0)))
 
 
+def check_time_axis(t: np.ndarray, v: np.ndarray) -> None:
+    """ValueError unless t (ms) is 1-D, finite, strictly increasing, >= 3 samples, as long as v."""
+    if t.ndim != 1 or t.shape != v.shape or t.size < 3:
+        raise ValueError(
+            f"t_ms and v_mV must be 1-D of equal length >= 3; got {t.shape}, {v.shape}")
+    if not np.all(np.isfinite(t)) or not np.all(np.diff(t) > 0):
+        raise ValueError("t_ms must be finite and strictly increasing")
+
+
 def _odd(n: float, lo: int = 1) -> int:
     n = max(lo, round(n))
     return n if n % 2 else n + 1
@@ -263,11 +272,7 @@ def analyze_trace(t_ms, v_mV, *, i_stim=None, aggregate: str = "median",
         raise ValueError(f"aggregate must be 'median' or 'mean', not {aggregate!r}")
     t = np.asarray(t_ms, dtype=float)
     v = np.asarray(v_mV, dtype=float)
-    if t.ndim != 1 or t.shape != v.shape or t.size < 3:
-        raise ValueError(
-            f"t_ms and v_mV must be 1-D of equal length >= 3; got {t.shape}, {v.shape}")
-    if not np.all(np.isfinite(t)) or not np.all(np.diff(t) > 0):
-        raise ValueError("t_ms must be finite and strictly increasing")
+    check_time_axis(t, v)
     n = t.size
     dt = (t[-1] - t[0]) / (n - 1)
 
@@ -465,12 +470,21 @@ def classify(t_ms, v_mV, **kwargs) -> tuple[str, list[str]]:
     return tf.status, tf.reasons
 
 
-def classify_batch(t_ms, V, **kwargs) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def classify_batch(t_ms, V, *, compiled: bool = True,
+                   **kwargs) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Status and summary biomarkers of many cells sharing one time axis.
 
     V: (n_cells, n_samples) in mV. Returns (statuses: str array (n_cells,), dict of arrays keyed
-    by :data:`BATCH_KEYS`, NaN where undefined).
+    by :data:`BATCH_KEYS`, NaN where undefined). Without ``kwargs`` (default configuration,
+    median over beats) the compiled path (:mod:`cardiotwin.features_compiled`, numba) gives the
+    same statuses and numbers as :func:`analyze_trace` per cell, which still analyses the noisy
+    cells; ``compiled=False``, or any ``kwargs`` (``config``, ``aggregate``, FeatureConfig
+    overrides, passed to :func:`analyze_trace`), runs the Python loop over cells.
     """
+    if compiled and not kwargs:
+        from .features_compiled import classify_batch_compiled
+
+        return classify_batch_compiled(t_ms, V)
     V = np.atleast_2d(np.asarray(V, dtype=float))
     ncell = V.shape[0]
     statuses = np.empty(ncell, dtype=object)
