@@ -9,6 +9,10 @@ workspace ``ws[row * S + c]``; on the CPU ``S`` = 16 SIMD lanes, here every thre
 one-lane workspace in thread-local memory (``cuda.local.array``, ``S = 1``, ``c = 0``), so after
 inlining every index is a compile-time constant and the compiler may keep rows in registers.
 
+Every argument of ``advance`` is passed explicitly (no defaults): under the CUDA simulator
+the kernels are Python calling njit dispatchers, and a call that omits defaulted arguments takes
+numba's slow dispatch path (~130 us a call instead of ~1 us, under the compiler lock).
+
 The time stepping mirrors ``kernels.voltage_clamp_kernel`` / ``current_clamp_kernel`` step for
 step (the same dt, the same adaptive sub-steps in current clamp, the same handling of unstable
 cells), so a cell's trace agrees with the CPU's to rounding (FMA contraction and instruction
@@ -182,7 +186,7 @@ def _make_voltage_clamp_kernel(store_currents: bool):
                 if i == 0 or ramp:
                     voltage_terms(ws, 0, 1, v, dt)
                 ws[V_] = v
-                advance(ws, 0, 1, v, dt, 0.0, True, store_currents)
+                advance(ws, 0, 1, v, dt, 0.0, True, store_currents, True, False, 0)
                 if k % rec_every == 0:
                     j = k // rec_every
                     itot = ws[ITOT]
@@ -250,7 +254,7 @@ def _current_clamp_kernel(cp, y0, n_steps, dt, rec_every, keep_every, stim_amp, 
             v = ws[V_]
             i_stim = _stimulus(t + sub * h, stim_amp, stim_start, stim_period, stim_width)
             voltage_terms(ws, 0, 1, v, h)
-            dvdt = advance(ws, 0, 1, v, h, i_stim, False, False)
+            dvdt = advance(ws, 0, 1, v, h, i_stim, False, False, True, False, 0)
         v = ws[V_]
         if not (abs(v) < V_LIMIT and math.isfinite(ws[CAI])):
             bad = True
