@@ -107,11 +107,15 @@ def read_reference(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray
 
 def measure_compilation(protocol) -> list[list[str]]:
     from cardiotwin.simulate import kernels, simulate_current_clamp, simulate_voltage_clamp
+    from cardiotwin.simulate.precision import float32_module
 
     inputs = population(COMPILE_CELLS)
     cases = [
         ("voltage clamp", kernels.voltage_clamp_kernel[False],
          lambda: simulate_voltage_clamp(protocol, inputs)),
+        ("voltage clamp float32", float32_module("cardiotwin.simulate.kernels")
+         .voltage_clamp_kernel[False],
+         lambda: simulate_voltage_clamp(protocol, inputs, precision="float32")),
         ("current clamp", kernels.current_clamp_kernel,
          lambda: simulate_current_clamp(CC_DURATION_MS, inputs, record_interval_ms=RECORD_MS)),
     ]
@@ -131,12 +135,14 @@ def time_runs(kind: str, protocol, inputs: np.ndarray, repeats: int) -> dict:
         t0 = time.perf_counter()
         if kind == "VC":
             res = simulate_voltage_clamp(protocol, inputs)
+        elif kind == "VC32":
+            res = simulate_voltage_clamp(protocol, inputs, precision="float32")
         elif kind == "VCA":
             res = simulate_voltage_clamp(protocol, inputs, artefacts=_typical_artefacts())
         else:
             res = simulate_current_clamp(CC_DURATION_MS, inputs, record_interval_ms=RECORD_MS)
         walls.append(time.perf_counter() - t0)
-    out = res.i_total if kind in ("VC", "VCA") else res.v_mV
+    out = res.v_mV if kind == "CC" else res.i_total
     return {"walls": walls, "shape": out.shape, "unstable": int(res.unstable.sum()),
             "digest": hashlib.blake2b(np.ascontiguousarray(out).view(np.uint8),
                                       digest_size=16).hexdigest()}
@@ -153,13 +159,15 @@ def measure_accuracy(protocol) -> dict:
     if ref is None:
         out["vc"] = None
     else:
-        r = simulate_voltage_clamp(protocol)  # baseline cell
-        sim = r.i_total[0]
-        if sim.shape != ref["I_total"].shape or not np.allclose(r.t_ms, ref["t_ms"], atol=1e-6):
-            out["vc"] = (f"time grids differ: simulated {sim.shape}, "
-                         f"reference {ref['I_total'].shape}")
-        else:
-            out["vc"] = rel_rms(sim, ref["I_total"])
+        for key, precision in (("vc", "float64"), ("vc32", "float32")):
+            r = simulate_voltage_clamp(protocol, precision=precision)  # baseline cell
+            sim = r.i_total[0]
+            if (sim.shape != ref["I_total"].shape
+                    or not np.allclose(r.t_ms, ref["t_ms"], atol=1e-6)):
+                out[key] = (f"time grids differ: simulated {sim.shape}, "
+                            f"reference {ref['I_total'].shape}")
+            else:
+                out[key] = rel_rms(sim, ref["I_total"])
     ref = read_reference(CC_REFERENCE, ("t_ms", "v_mV"))
     if ref is None:
         out["cc"] = None
@@ -257,9 +265,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--mem-cells", type=int, default=10_000,
                     help="cells in the memory measurement (default 10000; 0 skips it)")
     ap.add_argument("--protocol", default="protocol_a", help="built-in VC protocol")
-    ap.add_argument("--only", choices=("vc", "vca", "cc"), default=None,
-                    help="time only voltage clamp, voltage clamp with artefacts or current "
-                         "clamp")
+    ap.add_argument("--only", nargs="+", choices=("vc", "vc32", "vca", "cc"), default=None,
+                    help="time only these: voltage clamp (float64, float32), voltage clamp "
+                         "with artefacts, current clamp")
     ap.add_argument("--clear-cache", action="store_true",
                     help="delete numba's cached kernels (*.nbi/*.nbc in "
                          "platform/cardiotwin/simulate/__pycache__) first: cold compile")
@@ -324,6 +332,7 @@ def main(argv=None) -> int:
     print("2. Speed (compilation excluded); ms/cell/core = wall * threads / cells")
     print(f"  VC: {args.protocol}, {protocol.duration_ms:g} ms, I_total every "
           f"{protocol.sample_interval_ms:g} ms ({protocol.n_samples} samples/cell)")
+    print("  VC32: the same VC in float32 arithmetic (precision='float32', simulate.precision)")
     print("  VCA: the same VC through the artefact model (model.artefacts: Cm 50 pF, R_s 20 "
           "MOhm, 70% compensation and prediction, leak 0.03 nS/pF)")
     print(f"  CC: {CC_DURATION_MS / 1000:g} s spontaneous beating, V every {RECORD_MS:g} ms "
@@ -335,7 +344,8 @@ def main(argv=None) -> int:
           + ("" if args.n_cells % CHUNK == 0 else
              f" (last chunk partly empty: {chunks * CHUNK - args.n_cells} idle lanes)"))
     inputs = population(args.n_cells)
-    kinds = [k for k in ("VC", "VCA", "CC") if args.only in (None, k.lower())]
+    kinds = [k for k in ("VC", "VC32", "VCA", "CC")
+             if args.only is None or k.lower() in args.only]
     results = {}
     rows = []
     for kind in kinds:
@@ -373,7 +383,8 @@ def main(argv=None) -> int:
     elif isinstance(acc["vc"], str):
         print(f"  VC I_total relative RMS: {acc['vc']}")
     else:
-        print(f"  VC I_total relative RMS vs {VC_REFERENCE.name}: {acc['vc']:.4%}")
+        print(f"  VC I_total relative RMS vs {VC_REFERENCE.name}: {acc['vc']:.4%} (float64), "
+              f"{acc['vc32']:.4%} (float32)")
     if acc["cc"] is None:
         print(f"  CC V relative RMS: reference not found ({CC_REFERENCE})")
     elif isinstance(acc["cc"], str):

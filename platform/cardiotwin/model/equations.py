@@ -80,6 +80,10 @@ NAI_RATE = CM / (FARADAY * VC)  # mM per ms per (pA/pF)
 CAI_RATE = CM / (2.0 * VC * FARADAY)
 TAU_FCA = 2.0  # ms at 310 K
 FCA_EXP_CAP = 250.0  # caps the fCa_inf exponents: e^500 times (1 + y^8) stays finite (see rates)
+FCA_Y8_CAP = 1e300  # and y^8 (never reached in float64)
+# the float32 twin (simulate.precision) overrides these: there e^50 (1 + 1e16) stays finite, and
+# 1/(1 + e^25) or 1/(1 + 1e16) is still far below the last bit of fCa_inf (>= 0.157)
+FLOAT32_CONSTANTS = {"FCA_EXP_CAP": 25.0, "FCA_Y8_CAP": 1e16}
 
 # ---------------------------------------------------------------- workspace rows
 # states 0..22 in kernik_initial_state.csv order
@@ -408,7 +412,7 @@ def rates(ws, c, S, v, store_currents, late_na=False, nal_row=0):
     y = cai * (1.2 / 0.000325)
     y2 = y * y
     y4 = y2 * y2
-    da = 1.0 + y4 * y4
+    da = 1.0 + min(y4 * y4, FCA_Y8_CAP)
     # exponents capped at FCA_EXP_CAP: beyond it 1/(1 + e^x) is far below the last bit of
     # fCa_inf, and uncapped the product below overflows from Cai ~ 50 uM (inf/inf = NaN)
     db = 1.0 + vexp(min((1.2 * cai - 0.0005) * (1.0 / 0.0001), FCA_EXP_CAP))

@@ -97,10 +97,10 @@ def n_chunks(n_cells: int) -> int:
     return (n_cells + CHUNK - 1) // CHUNK
 
 
-def workspace(n_cells: int, rows: int = N_WS) -> np.ndarray:
-    """Workspace for the kernels: (n_chunks, rows * CHUNK) float64 (N_WS_ARTEFACT rows for
-    the artefact clamp)."""
-    return np.zeros((n_chunks(n_cells), rows * CHUNK))
+def workspace(n_cells: int, rows: int = N_WS, dtype=np.float64) -> np.ndarray:
+    """Workspace for the kernels: (n_chunks, rows * CHUNK) of ``dtype`` (float32 for the
+    float32 twin, simulate.precision; N_WS_ARTEFACT rows for the artefact clamp)."""
+    return np.zeros((n_chunks(n_cells), rows * CHUNK), dtype)
 
 
 @numba.njit(inline="always")
@@ -168,10 +168,10 @@ def _make_voltage_clamp_kernel(store_currents):
             for s in range(seg_n.size):
                 ns = seg_n[s]
                 v0 = seg_v0[s]
-                dv = (seg_v1[s] - v0) / ns
+                dv = (seg_v1[s] - v0) / float(ns)  # float(): the float32 twin stays float32
                 ramp = seg_v1[s] != v0
                 for i in range(ns):
-                    v = v0 + dv * i
+                    v = v0 + dv * float(i)
                     if i == 0 or ramp:
                         for c in range(CHUNK):
                             voltage_terms(ws, c, CHUNK, v, dt)

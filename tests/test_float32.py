@@ -1,0 +1,120 @@
+"""The float32 voltage-clamp kernel (simulate.precision): true float32 arithmetic, the authors'
+reference cells within the float64 tolerances, float64 within 0.1%, batch = single cell.
+
+The twin compiles on first use (~1 min per variant, cached on disk after), so the simulations
+are shared through module fixtures.
+"""
+
+import re
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+from conftest import read_columns, rel_rms
+
+from cardiotwin.model import (
+    BASELINE,
+    inputs_from_multipliers,
+    inputs_from_named,
+    read_multipliers_csv,
+)
+from cardiotwin.model.artefacts import VoltageClampArtefacts
+from cardiotwin.protocols import Protocol, builtin_protocol
+from cardiotwin.simulate import simulate_voltage_clamp
+from cardiotwin.simulate.precision import float32_module
+
+DATA = Path(__file__).parent / "data"
+CELLS = ("baseline", "set1", "set2")
+ITOTAL_TOL = 0.01  # as for float64 (tests/test_simulator.py)
+# steps, a ramp and the +60 mV step of real protocols (the stiff RyR branch), 900 ms
+SHORT = Protocol([(200, -80, -80), (100, -120, -120), (100, 60, 60), (100, -20, -20),
+                  (200, -80, 37), (200, -40, -40)])
+
+
+def _ref_inputs() -> np.ndarray:
+    return np.stack([BASELINE] + [inputs_from_named(read_multipliers_csv(
+        DATA / f"{c}_multipliers.csv")) for c in CELLS[1:]])
+
+
+@pytest.fixture(scope="module")
+def ref_a():
+    """The three reference cells on protocol_a in float32, with currents."""
+    return simulate_voltage_clamp(builtin_protocol("protocol_a"), _ref_inputs(),
+                                  record_currents=True, precision="float32")
+
+
+@pytest.fixture(scope="module")
+def population():
+    m = np.random.default_rng(22).uniform(0.6, 1.4, (40, 52))
+    m[7] = np.random.default_rng(23).uniform(0.2, 5.0, 52)  # a far cell too
+    return inputs_from_multipliers(m)
+
+
+@pytest.fixture(scope="module")
+def both(population):
+    return (simulate_voltage_clamp(SHORT, population, precision="float32"),
+            simulate_voltage_clamp(SHORT, population))
+
+
+def test_reference_cells_within_the_float64_tolerance(ref_a):
+    for k, cell in enumerate(CELLS):
+        ref = read_columns(DATA / f"sim_{cell}_vc_protocol_a.csv.gz")
+        err = rel_rms(ref_a.i_total[k], ref["I_total"])
+        assert err <= ITOTAL_TOL, f"{cell}: I_total relative RMS {err:.3%}"
+        # the currents sum to I_total in float32 as well
+        total = sum(c[k].astype(float) for c in ref_a.currents.values())
+        assert rel_rms(total, ref_a.i_total[k]) < 1e-4
+
+
+def test_float32_agrees_with_float64(both):
+    r32, r64 = both
+    assert not r64.unstable.any()
+    np.testing.assert_array_equal(r32.unstable, r64.unstable)
+    errs = [rel_rms(a, b) for a, b in zip(r32.i_total, r64.i_total, strict=True)]
+    assert max(errs) < 1e-3, max(errs)
+    assert max(errs) > 0  # really another arithmetic
+    np.testing.assert_allclose(r32.final_state, r64.final_state, rtol=2e-3, atol=1e-6)
+    assert r32.i_total.dtype == np.float32 and r32.final_state.dtype == np.float64
+    np.testing.assert_array_equal(r32.t_ms, r64.t_ms)
+
+
+def test_float32_batch_equals_single_cell(population, both):
+    for i in (0, 7, 39):
+        one = simulate_voltage_clamp(SHORT, population[i:i + 1], precision="float32")
+        np.testing.assert_array_equal(one.i_total[0], both[0].i_total[i])
+        np.testing.assert_array_equal(one.final_state[0], both[0].final_state[i])
+
+
+def test_float32_kernel_has_no_float64_arithmetic(both):
+    """After the twin's rewriting no float64 operation is left in the compiled kernel (a
+    float64 literal or constant anywhere in the equations would show up here as fpext)."""
+    k32 = float32_module("cardiotwin.simulate.kernels")
+    cached = k32.voltage_clamp_kernel[False]
+    (sig,) = cached.signatures
+    # numba cannot inspect code loaded from its cache: compile the same function afresh
+    # (serially: the arithmetic is the same, the compile quicker)
+    fresh = numba.njit(**{**k32._JIT, "cache": False, "parallel": False})(cached.py_func)
+    fresh.compile(sig)
+    ir = fresh.inspect_llvm(sig)
+    f32_ops = re.findall(r"= f(?:add|sub|mul|div) [^\n]*float", ir)
+    f64_ops = re.findall(r"= f(?:add|sub|mul|div|cmp \w+) [^\n]*double|fpext", ir)
+    assert len(f32_ops) > 1000 and f64_ops == [], f64_ops[:5]
+
+
+def test_unstable_cell_flagged_in_float32():
+    bad = BASELINE.copy()[None, :].repeat(2, 0)
+    bad[1] = inputs_from_named({"scale_Vmax_up": 1e4})
+    r = simulate_voltage_clamp(SHORT, bad, precision="float32")
+    assert r.unstable.tolist() == [False, True]
+    assert np.isfinite(r.i_total[0]).all() and np.isnan(r.i_total[1, -1])
+
+
+def test_bad_precision_refused():
+    with pytest.raises(ValueError, match="precision must be one of float64, float32"):
+        simulate_voltage_clamp(SHORT, None, precision="half")
+    with pytest.raises(ValueError, match="artefact clamp runs in float64"):
+        simulate_voltage_clamp(SHORT, None, precision="float32",
+                               artefacts=VoltageClampArtefacts())
+    with pytest.raises(ValueError, match="no float32 twin"):
+        float32_module("cardiotwin.features")
