@@ -118,3 +118,36 @@ def test_bad_precision_refused():
                                artefacts=VoltageClampArtefacts())
     with pytest.raises(ValueError, match="no float32 twin"):
         float32_module("cardiotwin.features")
+
+
+# ----------------------------------------------------------------------------- populations
+
+def test_population_precision_option(tmp_path):
+    from cardiotwin.population import GenerationConfig
+    from cardiotwin.population.batch import simulate_batch
+
+    base = dict(n_cells=10, seed=1, protocol="protocol_a", out_dir=tmp_path)
+    c64, c32 = GenerationConfig(**base), GenerationConfig(**base, precision="float32")
+    assert "precision" not in c64.identity("h")  # stores written before keep their hash
+    assert c32.identity("h")["precision"] == "float32"
+    assert c64.config_hash("h") != c32.config_hash("h")
+    with pytest.raises(ValueError, match="precision"):
+        GenerationConfig(**base, precision="float16")
+    m = np.random.default_rng(3).uniform(0.8, 1.2, (4, 52))
+    s64, _, i64, _ = simulate_batch(SHORT, m, 500.0, 310.0)
+    s32, _, i32, _ = simulate_batch(SHORT, m, 500.0, 310.0, precision="float32")
+    np.testing.assert_array_equal(s32, s64)
+    assert max(rel_rms(a, b) for a, b in zip(i32, i64, strict=True)) < 1e-3
+    with pytest.raises(ValueError, match="CPU only"):
+        simulate_batch(SHORT, m, 500.0, 310.0, device="gpu", precision="float32")
+
+
+def test_generate_cli_precision(tmp_path):
+    from cardiotwin.cli import build_parser
+    from cardiotwin.population.cli_args import config_from_args
+
+    a = build_parser().parse_args(["generate", "--n-cells", "4", "--out", str(tmp_path),
+                                   "--precision", "float32"])
+    assert config_from_args(a).precision == "float32"
+    a = build_parser().parse_args(["generate", "--n-cells", "4", "--out", str(tmp_path)])
+    assert config_from_args(a).precision == "float64"

@@ -133,7 +133,8 @@ class ShardSimulator:
                     seal=(None if prior.seal_g_nS_per_pF is None
                           else (seal_g[a:b], seal_e[a:b])),
                     calibration=cfg.calibration,
-                    artefacts=art[a:b] if art is not None else None)
+                    artefacts=art[a:b] if art is not None else None,
+                    precision=cfg.precision)
                 for stage, sec in tt.items():
                     times[stage] += sec
                 counts.update(st.tolist())

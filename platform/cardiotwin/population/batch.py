@@ -25,7 +25,7 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
                    temperature_K: float, decimation_factor: int = 1, decimation: str = "mean",
                    device: str = "cpu", nuisance: np.ndarray | None = None,
                    seal: tuple[np.ndarray, np.ndarray] | None = None, calibration=None,
-                   artefacts: np.ndarray | None = None
+                   artefacts: np.ndarray | None = None, precision: str = "float64"
                    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, dict[str, float]]:
     """Voltage clamp and classification AP run of the cells of ``multipliers`` (n, 52):
     (statuses (n,), biomarkers {BATCH_KEYS: (n,)}, I_total (n, n_stored) float32 pA/pF,
@@ -34,7 +34,8 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
     runs; ``seal``: (g nS/pF, E mV) per cell, the AP run's seal leak; ``calibration``: a
     population.calibration.Calibration applied to the statuses; ``artefacts``: the
     voltage-clamp artefact table (n, model.artefacts.N_ARTEFACT_FIELDS), the recorded current
-    is stored (CPU only). A cell whose clamp diverges is 'unstable'."""
+    is stored (CPU only); ``precision`` of the ideal clamp (float32: CPU only). A cell whose
+    clamp diverges is 'unstable'."""
     from ..model import inputs_from_multipliers
     from ..simulate import SealLeak
     from .prior import apply_nuisance
@@ -58,12 +59,15 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
                                      .astype(np.float64))
     if nuisance is not None:
         inputs = apply_nuisance(inputs, nuisance)
+    if device == "gpu" and (artefacts is not None or precision != "float64"):
+        raise ValueError("voltage-clamp artefacts and precision 'float32' are simulated on the "
+                         "CPU only: use device 'cpu' (or no vc_artefacts, precision 'float64') "
+                         "for this population")
     t0 = time.perf_counter()
-    if artefacts is None:
+    if artefacts is None and precision != "float64":
+        vc = simulate_voltage_clamp(protocol, inputs, precision=precision)
+    elif artefacts is None:
         vc = simulate_voltage_clamp(protocol, inputs)
-    elif device == "gpu":
-        raise ValueError("voltage-clamp artefacts are simulated on the CPU only: use device "
-                         "'cpu' (or no vc_artefacts) for this population")
     else:
         from ..model.artefacts import VoltageClampArtefacts
 
@@ -83,14 +87,16 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
     return statuses, markers, itot, {"vc": t1 - t0, "ap": t2 - t1, "classify": t3 - t2}
 
 
-def warm_kernels(protocol, artefacts=None) -> None:
+def warm_kernels(protocol, artefacts=None, precision: str = "float64") -> None:
     """Run both kernels once on one cell in the driver, so that numba's on-disk cache is
     written once, before the actors start (instead of every actor compiling at the same time
     after a code change). The actors load it when they import the same package files.
-    ``artefacts``: the population's ArtefactPrior (its kernel is warmed too), or None."""
+    ``artefacts``: the population's ArtefactPrior (its kernel is warmed too), or None;
+    ``precision`` of the ideal clamp."""
     from ..protocols import Protocol, Segment
 
     tiny = Protocol((Segment(1.0, -80.0, -80.0),), protocol.sample_interval_ms,
                     protocol.temperature_K)
     simulate_batch(tiny, np.ones((1, N_INFERRED)), 1.0, protocol.temperature_K,
-                   artefacts=None if artefacts is None else artefacts.draw(0, 0, 1))
+                   artefacts=None if artefacts is None else artefacts.draw(0, 0, 1),
+                   precision=precision)

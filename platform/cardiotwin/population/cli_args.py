@@ -103,6 +103,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                    help="resume a store written by another cardiotwin version (refused by "
                         "default: one dataset, one code version); the manifest's runs list "
                         "records each run's version")
+    o.add_argument("--precision", choices=("float64", "float32"), default="float64",
+                   help="arithmetic of the (ideal) voltage clamp: float32 is about twice as "
+                        "fast, I_total within 0.03%% of float64 (CPU only; default float64)")
     r = p.add_argument_group("Ray")
     r.add_argument("--workers", dest="n_workers", type=int, default=None, metavar="N",
                    help="number of simulation actors, 1 CPU each (default: the CPUs available "
@@ -212,6 +215,7 @@ def config_from_args(a: argparse.Namespace):
         protocol=a.protocol, temperature_K=a.temperature_k,
         keep_rejected=a.keep_rejected, decimate_to_hz=a.decimate_to_hz,
         decimation=a.decimation, shard_size=a.shard_size, n_workers=a.n_workers,
+        precision=getattr(a, "precision", "float64"),
         out_dir=a.out, device=getattr(a, "device", "auto"),
         shard_timeout_s=getattr(a, "shard_timeout_s", None))
 

@@ -167,6 +167,7 @@ def _new_manifest(cfg: GenerationConfig, protocol, k: int, identity: dict[str, A
                               "temperature_K": protocol.temperature_K,
                               "sample_interval_ms": protocol.sample_interval_ms,
                               "initial_state": "model default",
+                              "precision": cfg.precision,
                               "artefacts": (None if cfg.vc_artefacts is None else {
                                   "model": "cardiotwin.model.artefacts (Lei et al. 2020)",
                                   "column": "vc_artefacts",
@@ -343,12 +344,15 @@ def _run_pending(ctx: ShardContext, pending: list[int], done: dict[int, dict[str
     fan: FanOut[int] | None = None
     try:
         if ray_runtime_env(ship_package, ray_address) is None:
-            warm_kernels(ctx.protocol, cfg.vc_artefacts)
+            warm_kernels(ctx.protocol, cfg.vc_artefacts, cfg.precision)
         design = None
         if cfg.sampler == "lhs":
             design = ray.put(lhs_design(cfg.n_cells, cfg.spread, cfg.seed))
         gpus = float(ray.cluster_resources().get("GPU", 0))
         device = resolve_device(cfg.device, gpus)
+        if device == "gpu" and (cfg.precision != "float64" or cfg.vc_artefacts is not None):
+            raise ValueError("precision 'float32' and vc_artefacts run on CPU actors only, but "
+                             "this cluster has GPUs: use device 'cpu'")
         run_rec.device = device
         ctx = dataclasses.replace(ctx, device=device)
         env = {"NUMBA_NUM_THREADS": "1",
