@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import read_columns, rel_rms
 
+from cardiotwin.features import analyze_trace, classify_batch, load_trace_csv
 from cardiotwin.model import (
     BASELINE,
     inputs_from_multipliers,
@@ -21,7 +22,7 @@ from cardiotwin.model import (
 )
 from cardiotwin.model.artefacts import VoltageClampArtefacts
 from cardiotwin.protocols import Protocol, builtin_protocol
-from cardiotwin.simulate import simulate_voltage_clamp
+from cardiotwin.simulate import simulate_current_clamp, simulate_voltage_clamp
 from cardiotwin.simulate.precision import float32_module
 
 DATA = Path(__file__).parent / "data"
@@ -118,6 +119,48 @@ def test_bad_precision_refused():
                                artefacts=VoltageClampArtefacts())
     with pytest.raises(ValueError, match="no float32 twin"):
         float32_module("cardiotwin.features")
+
+
+# ----------------------------------------------------------------------------- current clamp
+
+@pytest.fixture(scope="module")
+def spont32():
+    """The reference cells beating freely for 6 s in float32."""
+    return simulate_current_clamp(6000.0, _ref_inputs(), precision="float32")
+
+
+def test_float32_beating_matches_the_reference(spont32):
+    """The float64 checks of tests/test_simulator.py: cycle length and upstroke times within
+    1%, APD90 within 2% of the authors' trace; set1 does not repolarize."""
+    t_ref, v_ref = load_trace_csv(DATA / "sim_baseline_spontaneous_6s.csv.gz")
+    sim, ref = analyze_trace(spont32.t_ms, spont32.v_mV[0]), analyze_trace(t_ref, v_ref)
+    assert sim.status == ref.status == "ok" and sim.n_beats == ref.n_beats
+    assert abs(sim.cycle_length_ms / ref.cycle_length_ms - 1) <= 0.01
+    assert abs(sim.apd90_ms / ref.apd90_ms - 1) <= 0.02
+    for a, b in zip(sim.beats, ref.beats, strict=True):
+        assert abs(a.upstroke_time_ms / b.upstroke_time_ms - 1) <= 0.01
+    assert analyze_trace(spont32.t_ms, spont32.v_mV[1]).status == "non_repolarizing"
+    assert analyze_trace(spont32.t_ms, spont32.v_mV[2]).status == "ok"
+
+
+def test_float32_current_clamp_batch_equals_single(spont32):
+    one = simulate_current_clamp(6000.0, _ref_inputs()[2:3], precision="float32")
+    np.testing.assert_array_equal(one.v_mV[0], spont32.v_mV[2])
+    np.testing.assert_array_equal(one.final_state[0], spont32.final_state[2])
+
+
+def test_float32_population_statuses_and_biomarkers(population):
+    a = simulate_current_clamp(2000.0, population, precision="float32")
+    b = simulate_current_clamp(2000.0, population)
+    sa, ma = classify_batch(a.t_ms, a.v_mV)
+    sb, mb = classify_batch(b.t_ms, b.v_mV)
+    assert np.mean(sa == sb) >= 0.95, list(zip(sa, sb, strict=True))
+    ok = (sa == "ok") & (sb == "ok")
+    assert ok.sum() >= 10
+    for key, tol in (("cycle_length_ms", 0.01), ("apd90_ms", 0.02)):
+        rel = np.abs(ma[key][ok] / mb[key][ok] - 1)
+        assert np.nanmax(rel) <= tol, (key, np.nanmax(rel))
+    assert not np.array_equal(a.v_mV, b.v_mV)
 
 
 # ----------------------------------------------------------------------------- populations

@@ -34,8 +34,8 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
     runs; ``seal``: (g nS/pF, E mV) per cell, the AP run's seal leak; ``calibration``: a
     population.calibration.Calibration applied to the statuses; ``artefacts``: the
     voltage-clamp artefact table (n, model.artefacts.N_ARTEFACT_FIELDS), the recorded current
-    is stored (CPU only); ``precision`` of the ideal clamp (float32: CPU only). A cell whose
-    clamp diverges is 'unstable'."""
+    is stored (CPU only); ``precision``: of the ideal clamp and the AP run (float32: CPU
+    only). A cell whose clamp diverges is 'unstable'."""
     from ..model import inputs_from_multipliers
     from ..simulate import SealLeak
     from .prior import apply_nuisance
@@ -76,7 +76,8 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
     t1 = time.perf_counter()
     cc = simulate_current_clamp(ap_duration_ms, inputs, temperature_K=temperature_K,
                                 record_interval_ms=AP_RECORD_INTERVAL_MS,
-                                seal=SealLeak(*seal) if seal is not None else None)
+                                seal=SealLeak(*seal) if seal is not None else None,
+                                **({} if precision == "float64" else {"precision": precision}))
     t2 = time.perf_counter()
     statuses, markers = classify_batch(cc.t_ms, cc.v_mV)
     if calibration is not None:

@@ -174,6 +174,7 @@ def _new_manifest(cfg: GenerationConfig, protocol, k: int, identity: dict[str, A
                                   "fields": list(ARTEFACT_FIELDS),
                                   "prior": cfg.vc_artefacts.model_dump(mode="json")})},
             "ap_classification": {"duration_ms": cfg.ap_ms, "temperature_K": cfg.temperature_K,
+                                  "precision": cfg.precision,
                                   "record_interval_ms": AP_RECORD_INTERVAL_MS,
                                   "mode": "free-running from the model's initial state",
                                   "classifier": "cardiotwin.features.classify_batch"}},

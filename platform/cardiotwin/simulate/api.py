@@ -218,6 +218,18 @@ def cc_setup(duration_ms: float, inputs, temperature_K: float, record_interval_m
     return cp, y0, rec_every, dt, n_rec, amp, stim
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, found {precision!r}")
+
+
+def _kernels(precision: str):
+    """The kernels module of a precision and its float type."""
+    if precision == "float32":
+        return float32_module("cardiotwin.simulate.kernels"), np.float32
+    return kernels, np.float64
+
+
 def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: float | None = None,
                            record_currents: bool = False, initial_state=None,
                            artefacts: VoltageClampArtefacts | None = None,
@@ -236,8 +248,7 @@ def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: fl
     twin of the kernel, simulate.precision: about twice as fast, I_total within 0.1% of float64
     on protocol_a; final_state is then float32 values in float64).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, found {precision!r}")
+    _check_precision(precision)
     if precision == "float32" and artefacts is not None:
         raise ValueError("precision 'float32' is for the ideal clamp; the artefact clamp runs "
                          "in float64 (artefacts given)")
@@ -250,17 +261,13 @@ def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: fl
     final = np.empty((n, N_STATES))
     unstable = np.zeros(n, np.bool_)
     vm = None
-    if artefacts is None and precision == "float32":
-        k32, f32 = float32_module("cardiotwin.simulate.kernels"), np.float32
-        final32 = np.empty((n, N_STATES), f32)
-        k32.voltage_clamp_kernel[bool(record_currents)](
-            k32.workspace(n, dtype=f32), cp.astype(f32), y0.astype(f32), seg_n * rec_every,
-            v0.astype(f32), v1.astype(f32), f32(dt), rec_every, itot, cur, final32, unstable)
-        final[:] = final32
-    elif artefacts is None:
-        kernels.voltage_clamp_kernel[bool(record_currents)](
-            kernels.workspace(n), cp, y0, seg_n * rec_every, v0, v1, dt, rec_every, itot, cur,
-            final, unstable)
+    if artefacts is None:
+        k, f = _kernels(precision)
+        final_f = np.empty((n, N_STATES), f)
+        k.voltage_clamp_kernel[bool(record_currents)](
+            k.workspace(n, dtype=f), cp.astype(f), y0.astype(f), seg_n * rec_every,
+            v0.astype(f), v1.astype(f), f(dt), rec_every, itot, cur, final_f, unstable)
+        final[:] = final_f
     else:
         if not isinstance(artefacts, VoltageClampArtefacts):
             raise TypeError(f"artefacts must be VoltageClampArtefacts, found "
@@ -288,8 +295,8 @@ def simulate_current_clamp(duration_ms: float, inputs=None, *, temperature_K: fl
                            record_interval_ms: float = 0.1, pacing: Pacing | None = None,
                            prepace_ms: float = 0.0, initial_state=None, dv_max_mV: float = 0.5,
                            max_substeps: int = 64, seal: SealLeak | None = None,
-                           late_sodium: LateSodium | None = None, record_charge: bool = False
-                           ) -> CurrentClampResult:
+                           late_sodium: LateSodium | None = None, record_charge: bool = False,
+                           precision: str = "float64") -> CurrentClampResult:
     """Free-running (or paced) membrane potential for ``duration_ms``, recorded every
     ``record_interval_ms`` at t = 0 ... duration (inclusive).
 
@@ -301,8 +308,10 @@ def simulate_current_clamp(duration_ms: float, inputs=None, *, temperature_K: fl
     per-cell scale; its gates start at steady state at each cell's initial V); None: the
     default model. ``record_charge``: also the charge of each CiPA current over the recorded
     run (``CurrentClampResult.charge``). Both run a variant of the kernel; without them the
-    default kernel runs, unchanged.
+    default kernel runs, unchanged. ``precision``: "float64" (default) or "float32" arithmetic
+    (simulate.precision; final_state, charge are then float32 values in float64).
     """
+    _check_precision(precision)
     cp, y0, rec_every, dt, n_rec, amp, stim = cc_setup(
         duration_ms, inputs, temperature_K, record_interval_ms, pacing, prepace_ms,
         initial_state, seal)
@@ -313,21 +322,26 @@ def simulate_current_clamp(duration_ms: float, inputs=None, *, temperature_K: fl
     nal_g = late_sodium.per_cell(n) if late_sodium is not None else np.zeros(n)
     nal0 = np.stack([nal_ml_inf(y0[:, 0]), nal_hl_inf(y0[:, 0])], axis=1)
 
+    k, f = _kernels(precision)
+
     def run(y_start, nal_start, n_steps, every, n_out, start_ms):
         v_out = np.empty((n, n_out), np.float32)
         cai_out = np.empty((n, n_out), np.float32)
-        final = np.empty((n, N_STATES))
+        final = np.empty((n, N_STATES), f)
         unstable = np.zeros(n, np.bool_)
-        args = (cp, y_start, n_steps, dt, every, amp, stim.start_ms - start_ms, stim.period_ms,
-                stim.width_ms, dv_max_mV, max_substeps, v_out, cai_out, final, unstable)
+        args = (cp.astype(f), y_start.astype(f), n_steps, f(dt), every, f(amp),
+                f(stim.start_ms - start_ms), f(stim.period_ms), f(stim.width_ms), f(dv_max_mV),
+                max_substeps, v_out, cai_out, final, unstable)
         if variant == (False, False):
-            kernels.current_clamp_kernel(kernels.workspace(n), *args)
-            return v_out, cai_out, final, unstable, nal_start, None
-        nal_final = np.empty((n, 2))
-        q = np.empty((n, kernels.N_Q))
-        kernels.current_clamp_kernel_variant[variant](
-            kernels.workspace(n, kernels.N_WS_CC_VARIANT), *args, nal_start, nal_g, nal_final, q)
-        return v_out, cai_out, final, unstable, nal_final, q
+            k.current_clamp_kernel(k.workspace(n, dtype=f), *args)
+            return v_out, cai_out, final.astype(float), unstable, nal_start, None
+        nal_final = np.empty((n, 2), f)
+        q = np.empty((n, k.N_Q), f)
+        k.current_clamp_kernel_variant[variant](
+            k.workspace(n, k.N_WS_CC_VARIANT, f), *args, nal_start.astype(f), nal_g.astype(f),
+            nal_final, q)
+        return v_out, cai_out, final.astype(float), unstable, nal_final.astype(float), \
+            q.astype(float)
 
     pre_unstable = np.zeros(n, np.bool_)
     if prepace_ms > 0:

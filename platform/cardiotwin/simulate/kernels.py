@@ -324,12 +324,16 @@ artefact_clamp_kernel = {False: _make_artefact_clamp_kernel(False),
 
 @intrinsic
 def _floor(typingctx, x):
-    """floor(x) of a float64 as the LLVM intrinsic (what np.floor compiles to on the CPU, so it
-    vectorizes); unlike np.floor it also compiles for numba's CUDA target (simulate.cuda)."""
-    sig = types.float64(types.float64)
+    """floor(x) of a float64 (or float32) as the LLVM intrinsic (what np.floor compiles to on
+    the CPU, so it vectorizes); unlike np.floor it also compiles for numba's CUDA target
+    (simulate.cuda)."""
+    if x not in (types.float32, types.float64):
+        return None
+    sig = x(x)
 
     def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.floor", [ir.DoubleType()])
+        ty = ir.FloatType() if signature.args[0] == types.float32 else ir.DoubleType()
+        fn = builder.module.declare_intrinsic("llvm.floor", [ty])
         return builder.call(fn, args)
 
     return sig, codegen
@@ -355,7 +359,7 @@ def _cc_substep(ws, c, sub, dt, t, stim_amp, stim_start, stim_period, stim_width
     active = sub < n_c
     h = dt / n_c if active else 0.0
     v = ws[V_ * CHUNK + c]
-    i_stim = _stimulus(t + sub * h, stim_amp, stim_start, stim_period, stim_width)
+    i_stim = _stimulus(t + float(sub) * h, stim_amp, stim_start, stim_period, stim_width)
     voltage_terms(ws, c, CHUNK, v, h)
     if late_na:
         late_sodium.voltage_terms(ws, c, CHUNK, v, h, ws[CP_TFAC * CHUNK + c], NAL0)
@@ -411,7 +415,7 @@ def _cc_chunk(ws, c0, n, cp, y0, n_steps, dt, rec_every, stim_amp, stim_start, s
             n_c = 0.0 if ws[BAD * CHUNK + c] != 0.0 else n_c
             ws[NSUB * CHUNK + c] = n_c
             most = max(most, n_c)
-        t = k * dt
+        t = float(k) * dt
         for sub in range(int(most)):
             if _any_hot(ws):
                 for c in range(CHUNK):
