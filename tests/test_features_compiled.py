@@ -152,10 +152,8 @@ def test_noisy_cells_fall_back_and_match(pop2s):
     W[::4] += rng.normal(0.0, 0.5, W[::4].shape)      # a recording's 0.5 mV noise
     noisy = np.array([noise_sd(w) > DEFAULT_CONFIG.noise_threshold_mV for w in W])
     assert noisy.sum() == 10
-    n = t.size
-    dt = (t[-1] - t[0]) / (n - 1)
-    codes, _, _ = fc._classify_cells(t.astype(float), W, dt, 500, 1000, 2500,
-                                     fc._kernel_thresholds())
+    t64 = t.astype(float)
+    codes, _, _ = fc._classify_cells(t64, W, *fc.kernel_arguments(t64))
     np.testing.assert_array_equal(codes == fc.FALLBACK, noisy)
     got, want = both(t, W)
     assert_same(got, want)

@@ -118,40 +118,80 @@ def _median(a, count):
 
 
 @njit(cache=True, error_model="numpy")
+def _block_range(v, bs, be):
+    """(min, max) of v[bs:be] (finite), over four interleaved accumulators (independent
+    chains: min and max are exact in any order)."""
+    lo0 = lo1 = lo2 = lo3 = hi0 = hi1 = hi2 = hi3 = v[bs]
+    j = bs
+    while j + 4 <= be:
+        x0, x1, x2, x3 = v[j], v[j + 1], v[j + 2], v[j + 3]
+        lo0 = x0 if x0 < lo0 else lo0
+        lo1 = x1 if x1 < lo1 else lo1
+        lo2 = x2 if x2 < lo2 else lo2
+        lo3 = x3 if x3 < lo3 else lo3
+        hi0 = x0 if x0 > hi0 else hi0
+        hi1 = x1 if x1 > hi1 else hi1
+        hi2 = x2 if x2 > hi2 else hi2
+        hi3 = x3 if x3 > hi3 else hi3
+        j += 4
+    for k in range(j, be):
+        x = v[k]
+        lo0 = x if x < lo0 else lo0
+        hi0 = x if x > hi0 else hi0
+    return min(min(lo0, lo1), min(lo2, lo3)), max(max(hi0, hi1), max(hi2, hi3))
+
+
+SUB_BLOCK = 64          # samples: the finer skip inside a block that may hold a start
+
+
+@njit(cache=True, error_model="numpy")
 def _upstroke_starts(v, n, w, hs, starts, min_amp):
     """Starts of the runs where v rises >= min_amp above its minimum over the trailing w
     samples (features: minimum_filter1d(2h+1, "nearest") shifted by h, w = 2h+1), by block
-    suffix and running prefix minima (van Herk / Gil-Werman). A block whose maximum is less
-    than min_amp above the minimum of it and the block before holds no start and is skipped
-    (an exact bound). Returns the number of starts."""
+    suffix and running prefix minima (van Herk / Gil-Werman) over blocks of w. Exact skips:
+    a block, then a sub-block of SUB_BLOCK samples, whose maximum is less than min_amp above
+    a lower bound of every trailing minimum in it (the minimum of the span its windows cover)
+    holds no candidate. Returns the number of starts."""
     ns = 0
     prev = False                         # the sample before is a candidate
     prev_min = np.inf                    # minimum of the block before
     for bs in range(0, n, w):
         be = min(bs + w, n)
-        x = v[be - 1]                    # suffix minima of this block (for the next one)
-        top = x
-        hs[be - 1] = x
-        for j in range(be - 2, bs - 1, -1):
-            y = v[j]
-            x = y if y < x else x
-            top = y if y > top else top
-            hs[j] = x
-        floor = x if x < prev_min else prev_min
-        prev_min = x
+        lo, top = _block_range(v, bs, be)
+        floor = lo if lo < prev_min else prev_min
+        prev_min = lo
         if not top - floor >= min_amp:
             prev = False                 # no rise of min_amp within this block: no start
             continue
-        g = v[bs]                        # window [j - w + 1, j]: a suffix of the block
-        for j in range(bs, be):          # before and a prefix of this one
-            y = v[j]
-            g = y if y < g else g
-            a = j - w + 1
-            trail = g if a <= 0 else (hs[a] if hs[a] < g else g)
-            cand = y - trail >= min_amp
-            starts[ns] = j
-            ns += cand and not prev
-            prev = cand
+        if bs > 0:                       # suffix minima of the block before
+            x = v[bs - 1]
+            hs[bs - 1] = x
+            for j in range(bs - 2, bs - w - 1, -1):
+                y = v[j]
+                x = y if y < x else x
+                hs[j] = x
+        g = v[bs]                        # running minimum of this block
+        for s0 in range(bs, be, SUB_BLOCK):
+            s1 = min(s0 + SUB_BLOCK, be)
+            a0 = s0 - w + 1              # windows of [s0, s1) lie in [a0, s1)
+            sub_lo, sub_hi = _block_range(v, s0, s1)
+            g_end = sub_lo if sub_lo < g else g      # the running minimum at s1 - 1
+            bound = g_end
+            if 0 < a0 < bs and hs[a0] < bound:
+                bound = hs[a0]
+            if not sub_hi - bound >= min_amp:
+                prev = False             # no candidate in this sub-block
+                g = g_end
+                continue
+            for j in range(s0, s1):      # window [j - w + 1, j]: a suffix of the block
+                y = v[j]                 # before and a prefix of this one (all of this
+                g = y if y < g else g    # one at j = bs + w - 1)
+                a = j - w + 1
+                trail = g if a <= 0 or a == bs else (hs[a] if hs[a] < g else g)
+                cand = y - trail >= min_amp
+                starts[ns] = j
+                ns += cand and not prev
+                prev = cand
     return ns
 
 
@@ -173,8 +213,10 @@ def _cell(t, v, n, dt, h, refr, psearch, thr, hs, starts, ups_s, ups_p, ups_m, b
         s = starts[q]
         if nu > 0 and s - ups_s[nu - 1] < refr:
             continue
+        vm = v[m]
         for j in range(upto + 1, s + 1):
-            if v[j] < v[m]:
+            if v[j] < vm:
+                vm = v[j]
                 m = j
         upto = s
         if nu > 0:                       # re-armed: fell enough below the previous peak
@@ -190,8 +232,10 @@ def _cell(t, v, n, dt, h, refr, psearch, thr, hs, starts, ups_s, ups_p, ups_m, b
         if nxt < ns:
             stop = min(stop, starts[nxt])
         p = s
+        vp = v[s]
         for j in range(s + 1, stop):
-            if v[j] > v[p]:
+            if v[j] > vp:
+                vp = v[j]
                 p = j
         if p >= n - 2:
             continue
@@ -336,14 +380,13 @@ def _classify_cells(t, V, dt, h, refr, psearch, thr):
     ups_m = np.empty(max_beats, np.int64)
     buf = np.empty((8, max_beats))
     for c in range(ncell):
-        n_nan = 0
-        vmax = 0.0
-        for j in range(n):
+        n_bad = 0
+        limit = thr[_UNSTABLE_MV]
+        for j in range(n):               # vectorised: no branch, an integer count
             x = np.float64(V[c, j])
             v[j] = x
-            n_nan += x != x
-            vmax = max(vmax, abs(x))     # inf -> inf
-        if n_nan or vmax > thr[_UNSTABLE_MV]:
+            n_bad += not abs(x) <= limit
+        if n_bad:
             status[c] = _UNSTABLE        # non-finite or |V| > unstable_mV
         elif _noisy(v, n, thr[_NOISE_CUT], thr[_NOISE_DIV], thr[_NOISE_THR]):
             status[c] = FALLBACK
@@ -351,6 +394,15 @@ def _classify_cells(t, V, dt, h, refr, psearch, thr):
             status[c] = _cell(t, v, n, dt, h, refr, psearch, thr, hs, starts, ups_s, ups_p,
                               ups_m, buf, fout[c], iout[c])
     return status, fout, iout
+
+
+def kernel_arguments(t: np.ndarray, cfg=DEFAULT_CONFIG) -> tuple:
+    """(dt ms, h, refractory and peak-search samples, thresholds) of :func:`_classify_cells`
+    for the time axis t (ms), as analyze_trace derives them."""
+    dt = float((t[-1] - t[0]) / (t.size - 1))
+    return (dt, int(max(1, round(cfg.upstroke_window_ms / dt / 2))),
+            int(max(1, round(cfg.refractory_ms / dt))),
+            int(max(1, round(cfg.peak_search_ms / dt))), _kernel_thresholds(cfg))
 
 
 def classify_batch_compiled(t_ms, V) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -373,19 +425,13 @@ def classify_batch_compiled(t_ms, V) -> tuple[np.ndarray, dict[str, np.ndarray]]
         return statuses.astype(str), out
     t = np.asarray(t_ms, dtype=float)
     check_time_axis(t, V[0])
-    cfg = DEFAULT_CONFIG
-    n = t.size
-    dt = (t[-1] - t[0]) / (n - 1)
-    h = max(1, round(cfg.upstroke_window_ms / dt / 2))
-    refr = max(1, round(cfg.refractory_ms / dt))
-    psearch = max(1, round(cfg.peak_search_ms / dt))
-    if n < h:                           # the Python trailing filter's own edge case
+    args = kernel_arguments(t)
+    if t.size < args[1]:                # the Python trailing filter's own edge case
         codes = np.full(ncell, FALLBACK, np.int8)
         fout = np.full((ncell, len(FLOAT_KEYS)), np.nan)
         iout = np.zeros((ncell, 2), np.int64)
     else:
-        codes, fout, iout = _classify_cells(t, np.ascontiguousarray(V), float(dt), int(h),
-                                            int(refr), int(psearch), _kernel_thresholds(cfg))
+        codes, fout, iout = _classify_cells(t, np.ascontiguousarray(V), *args)
     for c, key in enumerate(FLOAT_KEYS):
         out[key][:] = fout[:, c]
     out["n_beats"][:] = iout[:, 0]
