@@ -79,28 +79,33 @@ def make_config(args, n_cells: int, n_workers: int, out_dir: Path, decimate_to_h
     return GenerationConfig(n_cells=n_cells, spread=args.spread, seed=args.seed,
                             protocol=args.protocol, shard_size=args.shard_size,
                             decimate_to_hz=decimate_to_hz, n_workers=n_workers,
-                            out_dir=out_dir)
+                            out_dir=out_dir, precision=args.precision)
 
 
 # ---------------------------------------------------------------------------------------------
 # 1. compilation / cache load
 
-def measure_compilation(protocol, ap_ms: float, temperature_K: float) -> list[list[str]]:
+def measure_compilation(protocol, ap_ms: float, temperature_K: float,
+                        precision: str = "float64") -> list[list[str]]:
     from cardiotwin.features import classify_batch
     from cardiotwin.model import inputs_from_multipliers
     from cardiotwin.population import sample_multipliers
     from cardiotwin.population.config import AP_RECORD_INTERVAL_MS
     from cardiotwin.simulate import kernels, simulate_current_clamp, simulate_voltage_clamp
+    from cardiotwin.simulate.precision import float32_module
 
+    if precision == "float32":
+        kernels = float32_module("cardiotwin.simulate.kernels")
     inputs = inputs_from_multipliers(sample_multipliers(COMPILE_CELLS, 0.4, 0))
     cc_out = {}
 
     def cc():
         cc_out["r"] = simulate_current_clamp(ap_ms, inputs, temperature_K=temperature_K,
-                                             record_interval_ms=AP_RECORD_INTERVAL_MS)
+                                             record_interval_ms=AP_RECORD_INTERVAL_MS,
+                                             precision=precision)
 
     cases = [("voltage clamp kernel", kernels.voltage_clamp_kernel[False],
-              lambda: simulate_voltage_clamp(protocol, inputs)),
+              lambda: simulate_voltage_clamp(protocol, inputs, precision=precision)),
              ("current clamp kernel", kernels.current_clamp_kernel, cc),
              ("classify_batch (Python)", None,
               lambda: classify_batch(cc_out["r"].t_ms, cc_out["r"].v_mV))]
@@ -129,7 +134,8 @@ def measure_bare(cfg, protocol, threads: int) -> dict:
         t_sample += time.perf_counter() - t0
         for a in range(0, n, CHUNK_CELLS):
             b = min(n, a + CHUNK_CELLS)
-            st, _, itot, tt = simulate_batch(protocol, m[a:b], cfg.ap_ms, cfg.temperature_K)
+            st, _, itot, tt = simulate_batch(protocol, m[a:b], cfg.ap_ms, cfg.temperature_K,
+                                             precision=cfg.precision)
             stage.update(tt)
             counts.update(st.tolist())
             del itot
@@ -195,6 +201,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="W: Ray actors of the pipeline, CPUs of the local Ray cluster and "
                          "numba threads of the bare run (default 2)")
     ap.add_argument("--shard-size", type=int, default=1000, help="cells per shard (default 1000)")
+    ap.add_argument("--precision", choices=("float64", "float32"), default="float64",
+                    help="simulation arithmetic (GenerationConfig.precision; default float64)")
     ap.add_argument("--protocol", default="protocol_a", help="VC protocol (default protocol_a)")
     ap.add_argument("--spread", type=float, default=0.4, help="multiplier range (default 0.4)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -241,7 +249,8 @@ def main(argv=None) -> int:
           f"chunks of {CHUNK_CELLS}; W = {W}")
     print(f"  per cell: VC {args.protocol} {protocol.duration_ms:g} ms ({protocol.n_samples} "
           f"I_total samples) + classification AP run {main_cfg.ap_ms:g} ms at "
-          f"{main_cfg.temperature_K:g} K (recorded every 0.1 ms) + classify_batch")
+          f"{main_cfg.temperature_K:g} K (recorded every 0.1 ms) + classify_batch; "
+          f"{args.precision} arithmetic")
 
     # 1. compilation
     print()
@@ -249,7 +258,8 @@ def main(argv=None) -> int:
           f"second call; numba {W} threads)")
     numba.set_num_threads(W)
     print(table(["step", "first call", "second call", "compile/load", "how"],
-                measure_compilation(protocol, main_cfg.ap_ms, main_cfg.temperature_K)))
+                measure_compilation(protocol, main_cfg.ap_ms, main_cfg.temperature_K,
+                                    args.precision)))
     print("  (each actor loads the cached kernels at its first shard: inside the pipeline time)")
 
     # 2. bare
