@@ -426,17 +426,19 @@ def classify_batch_compiled(t_ms, V) -> tuple[np.ndarray, dict[str, np.ndarray]]
     t = np.asarray(t_ms, dtype=float)
     check_time_axis(t, V[0])
     args = kernel_arguments(t)
-    if t.size < args[1]:                # the Python trailing filter's own edge case
+    V = np.ascontiguousarray(V)
+    if t.size < args[1]:
+        # the Python trailing filter's own edge case: every cell goes to analyze_trace; the
+        # kernel still runs (on no cell), so that a short warm-up call compiles and caches it
+        _classify_cells(t, V[:0], *args)
         codes = np.full(ncell, FALLBACK, np.int8)
-        fout = np.full((ncell, len(FLOAT_KEYS)), np.nan)
-        iout = np.zeros((ncell, 2), np.int64)
     else:
-        codes, fout, iout = _classify_cells(t, np.ascontiguousarray(V), *args)
-    for c, key in enumerate(FLOAT_KEYS):
-        out[key][:] = fout[:, c]
-    out["n_beats"][:] = iout[:, 0]
-    out["n_eads"][:] = iout[:, 1]
-    out["beating"][:] = iout[:, 0] >= 2
+        codes, fout, iout = _classify_cells(t, V, *args)
+        for c, key in enumerate(FLOAT_KEYS):
+            out[key][:] = fout[:, c]
+        out["n_beats"][:] = iout[:, 0]
+        out["n_eads"][:] = iout[:, 1]
+        out["beating"][:] = iout[:, 0] >= 2
     statuses[:] = np.asarray(STATUSES, dtype=object)[np.maximum(codes, 0)]
     for i in np.flatnonzero(codes == FALLBACK):
         tf = analyze_trace(t, V[i])
