@@ -8,7 +8,8 @@ Measures, on this machine, with the numba kernels warm (compile / cache load rep
    same cells, in this one process, numba with --workers threads, no Ray, no Parquet. The cells
    are taken shard by shard and chunk by chunk exactly as the actors take them (chunks of
    ``generate.CHUNK_CELLS``), so the batches are identical. Sampling is timed apart (it is not
-   part of "bare"). ``classify_batch`` is serial Python, so it is reported per cell per core;
+   part of "bare"). ``classify_batch`` is serial (one compiled kernel, no threads), so it is
+   reported per cell per core;
    the bare rate is
 
        bare cells/s = N / (simulation wall at W threads + classification seconds / W)
@@ -107,7 +108,7 @@ def measure_compilation(protocol, ap_ms: float, temperature_K: float,
     cases = [("voltage clamp kernel", kernels.voltage_clamp_kernel[False],
               lambda: simulate_voltage_clamp(protocol, inputs, precision=precision)),
              ("current clamp kernel", kernels.current_clamp_kernel, cc),
-             ("classify_batch (Python)", None,
+             ("classify_batch (compiled)", None,
               lambda: classify_batch(cc_out["r"].t_ms, cc_out["r"].v_mV))]
     return [compile_row(name, disp, call) for name, disp, call in cases]
 

@@ -87,11 +87,32 @@ def test_float32_batch_equals_single_cell(population, both):
         np.testing.assert_array_equal(one.final_state[0], both[0].final_state[i])
 
 
-def test_float32_kernel_has_no_float64_arithmetic(both):
+ARTEFACTS = VoltageClampArtefacts(cm_pF=100.0, rs_MOhm=30.0, compensation=0.8,
+                                  prediction=0.8, tau_sum_ms=0.02, g_leak_nS_per_pF=0.03,
+                                  v_offset_mV=2.0)
+
+
+@pytest.fixture(scope="module")
+def artefact_both(population):
+    return [simulate_voltage_clamp(SHORT, population[:20], artefacts=ARTEFACTS,
+                                   record_membrane=True, precision=p)
+            for p in ("float32", "float64")]
+
+
+def test_float32_artefact_clamp_agrees_with_float64(artefact_both):
+    r32, r64 = artefact_both
+    np.testing.assert_array_equal(r32.unstable, r64.unstable)
+    errs = [rel_rms(a, b) for a, b in zip(r32.i_total, r64.i_total, strict=True)]
+    assert 0 < max(errs) < 1e-3, max(errs)
+    assert np.max(np.abs(r32.v_membrane - r64.v_membrane)) < 0.2  # mV
+
+
+@pytest.mark.parametrize("kind", ["ideal", "artefacts"])
+def test_float32_kernel_has_no_float64_arithmetic(both, artefact_both, kind):
     """After the twin's rewriting no float64 operation is left in the compiled kernel (a
     float64 literal or constant anywhere in the equations would show up here as fpext)."""
     k32 = float32_module("cardiotwin.simulate.kernels")
-    cached = k32.voltage_clamp_kernel[False]
+    cached = (k32.voltage_clamp_kernel if kind == "ideal" else k32.artefact_clamp_kernel)[False]
     (sig,) = cached.signatures
     # numba cannot inspect code loaded from its cache: compile the same function afresh
     # (serially: the arithmetic is the same, the compile quicker)
@@ -114,9 +135,6 @@ def test_unstable_cell_flagged_in_float32():
 def test_bad_precision_refused():
     with pytest.raises(ValueError, match="precision must be one of float64, float32"):
         simulate_voltage_clamp(SHORT, None, precision="half")
-    with pytest.raises(ValueError, match="artefact clamp runs in float64"):
-        simulate_voltage_clamp(SHORT, None, precision="float32",
-                               artefacts=VoltageClampArtefacts())
     with pytest.raises(ValueError, match="no float32 twin"):
         float32_module("cardiotwin.features")
 

@@ -312,7 +312,7 @@ def analyze_trace(t_ms, v_mV, *, i_stim=None, aggregate: str = "median",
     h = max(1, round(cfg.upstroke_window_ms / dt / 2))
     centred = minimum_filter1d(vd, 2 * h + 1, mode="nearest")
     trailing = np.empty(n)
-    trailing[h:] = centred[: n - h]
+    trailing[h:] = centred[: max(n - h, 0)]  # a trace shorter than h: all trailing
     trailing[:h] = np.minimum.accumulate(vd[:h])
     rise = vd - trailing
     cand = rise >= cfg.min_amplitude_mV

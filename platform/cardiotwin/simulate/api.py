@@ -1,7 +1,8 @@
 """Batched simulation of the Kernik model: voltage clamp and current clamp.
 
 Inputs are model input sets (n_cells, 87), e.g. from ``model.inputs_from_multipliers``; one call
-simulates all cells, numba-parallel over cells. Double precision inside, float32 traces out.
+simulates all cells, numba-parallel over cells. Double precision inside (float32 with
+precision="float32"), float32 traces out.
 Units: ms, mV, pA/pF, mM, K.
 """
 
@@ -23,7 +24,7 @@ from ..protocols import Protocol
 from . import kernels
 from .precision import float32_module
 
-PRECISIONS = ("float64", "float32")  # of the voltage-clamp kernels (simulate.precision)
+PRECISIONS = ("float64", "float32")  # arithmetic of the kernels (simulate.precision)
 MAX_DT_MS = 0.1  # integration step of voltage clamp, and the outer step of current clamp
 
 
@@ -244,14 +245,11 @@ def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: fl
     (:class:`~cardiotwin.model.artefacts.VoltageClampArtefacts`, per cell or shared); i_total is
     then the recorded current, with its noise drawn from ``noise_seed``, and
     ``record_membrane`` also returns V_m. None: the ideal clamp (V_m = command).
-    ``precision``: "float64" (default) or "float32", the ideal clamp's arithmetic (the float32
-    twin of the kernel, simulate.precision: about twice as fast, I_total within 0.1% of float64
-    on protocol_a; final_state is then float32 values in float64).
+    ``precision``: "float64" (default) or "float32" arithmetic (the float32 twin of the
+    kernels, simulate.precision: about twice as fast, I_total within 0.1% of float64 on
+    protocol_a; final_state is then float32 values in float64).
     """
     _check_precision(precision)
-    if precision == "float32" and artefacts is not None:
-        raise ValueError("precision 'float32' is for the ideal clamp; the artefact clamp runs "
-                         "in float64 (artefacts given)")
     protocol, cp, y0, rec_every, dt, seg_n, v0, v1 = vc_setup(protocol, inputs, temperature_K,
                                                               initial_state)
     n = cp.shape[0]
@@ -261,13 +259,12 @@ def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: fl
     final = np.empty((n, N_STATES))
     unstable = np.zeros(n, np.bool_)
     vm = None
+    k, f = _kernels(precision)
+    final_f = np.empty((n, N_STATES), f)
     if artefacts is None:
-        k, f = _kernels(precision)
-        final_f = np.empty((n, N_STATES), f)
         k.voltage_clamp_kernel[bool(record_currents)](
             k.workspace(n, dtype=f), cp.astype(f), y0.astype(f), seg_n * rec_every,
             v0.astype(f), v1.astype(f), f(dt), rec_every, itot, cur, final_f, unstable)
-        final[:] = final_f
     else:
         if not isinstance(artefacts, VoltageClampArtefacts):
             raise TypeError(f"artefacts must be VoltageClampArtefacts, found "
@@ -276,15 +273,17 @@ def simulate_voltage_clamp(protocol: Protocol, inputs=None, *, temperature_K: fl
         prop = propagators(table, dt)
         prop_fine = propagators(table, dt / kernels.EDGE_SUBSTEPS)
         vm = np.empty((n, n_rec) if record_membrane else (1, 1), np.float32)
-        kernels.artefact_clamp_kernel[bool(record_currents)](
-            kernels.workspace(n, kernels.N_WS_ARTEFACT), cp, y0, prop, prop_fine,
-            seg_n * rec_every, v0, v1, dt, rec_every, int(round(kernels.EDGE_MS / dt)), itot,
-            bool(record_membrane), vm, cur, final, unstable)
+        k.artefact_clamp_kernel[bool(record_currents)](
+            k.workspace(n, k.N_WS_ARTEFACT, f), cp.astype(f), y0.astype(f), prop.astype(f),
+            prop_fine.astype(f), seg_n * rec_every, v0.astype(f), v1.astype(f), f(dt),
+            rec_every, int(round(kernels.EDGE_MS / dt)), itot, bool(record_membrane), vm, cur,
+            final_f, unstable)
         noise = recording_noise(protocol.times_ms(), n, artefacts.noise_sd,
                                 artefacts.hum_amplitude, artefacts.hum_hz, noise_seed)
         if noise is not None:
             itot += noise.astype(np.float32)
         vm = vm if record_membrane else None
+    final[:] = final_f
     currents = ({name: cur[:, i, :] for i, name in enumerate(CURRENT_NAMES)}
                 if record_currents else None)
     return VoltageClampResult(protocol.times_ms(), protocol.command_voltage(), itot, currents,

@@ -271,13 +271,13 @@ def _make_artefact_clamp_kernel(store_currents):
             for s in range(seg_n.size):
                 ns = seg_n[s]
                 v0 = seg_v0[s]
-                dv = (seg_v1[s] - v0) / ns
+                dv = (seg_v1[s] - v0) / float(ns)
                 for i in range(ns):
                     # the first EDGE_STEPS steps after a command edge in EDGE_SUBSTEPS sub-steps
                     # (INa and the capacitive transient), the others in one
                     fine = i < edge_steps
                     n_sub = EDGE_SUBSTEPS if fine else 1
-                    h = dt / n_sub
+                    h = dt / float(n_sub)
                     prow = PROP_FINE if fine else PROP
                     if fine != was_fine:  # the gates' decay factors are for the other step
                         for c in range(CHUNK):
@@ -286,8 +286,9 @@ def _make_artefact_clamp_kernel(store_currents):
                     for c in range(CHUNK):
                         ws[DVDT * CHUNK + c] = 0.0
                     for sub in range(n_sub):
-                        v_cmd = v0 + dv * (i + (sub + 0.5) / n_sub)
-                        _artefact_substep(ws, prow, v_cmd, h, 1.0 / n_sub, store_currents)
+                        v_cmd = v0 + dv * (float(i) + (float(sub) + 0.5) / float(n_sub))
+                        _artefact_substep(ws, prow, v_cmd, h, 1.0 / float(n_sub),
+                                          store_currents)
                     if k % rec_every == 0:
                         j = k // rec_every
                         for c in range(CHUNK):

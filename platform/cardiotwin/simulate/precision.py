@@ -1,9 +1,10 @@
 """float32 twins of the simulator's compiled modules: one definition of the model, two
 precisions.
 
-The equations (model.equations, model.late_sodium) and kernels (simulate.kernels) are written
-once, for float64. numba types every float literal and every float module constant as float64,
-and float32 op float64 is float64, so passing float32 arrays alone would not run in float32.
+The equations (model.equations, model.late_sodium, model.artefacts) and kernels
+(simulate.kernels) are written once, for float64. numba types every float literal and every
+float module constant as float64, and float32 op float64 is float64, so passing float32 arrays
+alone would not run in float32.
 ``float32_module(name)`` builds the float32 twin of such a module by rewriting its syntax tree:
 
 - inside numba-compiled functions (decorated ``njit``), every float literal and ``np.nan`` /
@@ -39,7 +40,7 @@ from types import ModuleType
 from ..storage.identity import sha256_bytes
 
 TWINNED = ("cardiotwin.model.late_sodium", "cardiotwin.model.equations",
-           "cardiotwin.simulate.kernels")
+           "cardiotwin.model.artefacts", "cardiotwin.simulate.kernels")
 SUBSTITUTES = {"cardiotwin.vecmath": "cardiotwin.vecmath32"}
 _TWIN_PREFIX = "cardiotwin_float32_twin_"
 _ROOT = Path(__file__).resolve().parent.parent  # the cardiotwin package
