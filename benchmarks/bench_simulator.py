@@ -140,9 +140,10 @@ def time_runs(kind: str, protocol, inputs: np.ndarray, repeats: int) -> dict:
         elif kind == "VCA":
             res = simulate_voltage_clamp(protocol, inputs, artefacts=_typical_artefacts())
         else:
-            res = simulate_current_clamp(CC_DURATION_MS, inputs, record_interval_ms=RECORD_MS)
+            res = simulate_current_clamp(CC_DURATION_MS, inputs, record_interval_ms=RECORD_MS,
+                                         precision="float32" if kind == "CC32" else "float64")
         walls.append(time.perf_counter() - t0)
-    out = res.v_mV if kind == "CC" else res.i_total
+    out = res.v_mV if kind.startswith("CC") else res.i_total
     return {"walls": walls, "shape": out.shape, "unstable": int(res.unstable.sum()),
             "digest": hashlib.blake2b(np.ascontiguousarray(out).view(np.uint8),
                                       digest_size=16).hexdigest()}
@@ -265,9 +266,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--mem-cells", type=int, default=10_000,
                     help="cells in the memory measurement (default 10000; 0 skips it)")
     ap.add_argument("--protocol", default="protocol_a", help="built-in VC protocol")
-    ap.add_argument("--only", nargs="+", choices=("vc", "vc32", "vca", "cc"), default=None,
+    ap.add_argument("--only", nargs="+", choices=("vc", "vc32", "vca", "cc", "cc32"),
+                    default=None,
                     help="time only these: voltage clamp (float64, float32), voltage clamp "
-                         "with artefacts, current clamp")
+                         "with artefacts, current clamp (float64, float32)")
     ap.add_argument("--clear-cache", action="store_true",
                     help="delete numba's cached kernels (*.nbi/*.nbc in "
                          "platform/cardiotwin/simulate/__pycache__) first: cold compile")
@@ -335,6 +337,7 @@ def main(argv=None) -> int:
     print("  VC32: the same VC in float32 arithmetic (precision='float32', simulate.precision)")
     print("  VCA: the same VC through the artefact model (model.artefacts: Cm 50 pF, R_s 20 "
           "MOhm, 70% compensation and prediction, leak 0.03 nS/pF)")
+    print("  CC32: the same CC in float32 arithmetic")
     print(f"  CC: {CC_DURATION_MS / 1000:g} s spontaneous beating, V every {RECORD_MS:g} ms "
           f"({int(round(CC_DURATION_MS / RECORD_MS)) + 1} samples/cell)")
     from cardiotwin.simulate.kernels import CHUNK, n_chunks
@@ -344,7 +347,7 @@ def main(argv=None) -> int:
           + ("" if args.n_cells % CHUNK == 0 else
              f" (last chunk partly empty: {chunks * CHUNK - args.n_cells} idle lanes)"))
     inputs = population(args.n_cells)
-    kinds = [k for k in ("VC", "VC32", "VCA", "CC")
+    kinds = [k for k in ("VC", "VC32", "VCA", "CC", "CC32")
              if args.only is None or k.lower() in args.only]
     results = {}
     rows = []
