@@ -201,6 +201,15 @@ def test_population_precision_option(tmp_path):
     assert max(rel_rms(a, b) for a, b in zip(i32, i64, strict=True)) < 1e-3
     with pytest.raises(ValueError, match="CPU only"):
         simulate_batch(SHORT, m, 500.0, 310.0, device="gpu", precision="float32")
+    # with the amplifier and seal drawn from the default prior
+    from cardiotwin.population.artefact_prior import ArtefactPrior
+
+    art = ArtefactPrior().draw(0, 0, 4)
+    _, _, a32, _ = simulate_batch(SHORT, m, 500.0, 310.0, artefacts=art, precision="float32")
+    _, _, a64, _ = simulate_batch(SHORT, m, 500.0, 310.0, artefacts=art)
+    fin = np.isfinite(a64).all(axis=1)
+    assert fin.sum() >= 2 and np.array_equal(fin, np.isfinite(a32).all(axis=1))
+    assert 0 < max(rel_rms(a, b) for a, b in zip(a32[fin], a64[fin], strict=True)) < 1e-3
 
 
 def test_generate_cli_precision(tmp_path):

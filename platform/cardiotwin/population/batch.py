@@ -35,7 +35,7 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
     runs; ``seal``: (g nS/pF, E mV) per cell, the AP run's seal leak; ``calibration``: a
     population.calibration.Calibration applied to the statuses; ``artefacts``: the
     voltage-clamp artefact table (n, model.artefacts.N_ARTEFACT_FIELDS), the recorded current
-    is stored (CPU only); ``precision``: of the ideal clamp and the AP run (float32: CPU
+    is stored (CPU only); ``precision``: of the voltage clamp and the AP run (float32: CPU
     only). A cell whose clamp diverges is 'unstable'."""
     from ..model import inputs_from_multipliers
     from ..simulate import SealLeak
@@ -64,21 +64,19 @@ def simulate_batch(protocol, multipliers: np.ndarray, ap_duration_ms: float,
         raise ValueError("voltage-clamp artefacts and precision 'float32' are simulated on the "
                          "CPU only: use device 'cpu' (or no vc_artefacts, precision 'float64') "
                          "for this population")
+    kw = {} if precision == "float64" else {"precision": precision}  # GPU: float64 only
     t0 = time.perf_counter()
-    if artefacts is None and precision != "float64":
-        vc = simulate_voltage_clamp(protocol, inputs, precision=precision)
-    elif artefacts is None:
-        vc = simulate_voltage_clamp(protocol, inputs)
+    if artefacts is None:
+        vc = simulate_voltage_clamp(protocol, inputs, **kw)
     else:
         from ..model.artefacts import VoltageClampArtefacts
 
-        vc = simulate_voltage_clamp(protocol, inputs,
+        vc = simulate_voltage_clamp(protocol, inputs, **kw,
                                     artefacts=VoltageClampArtefacts.from_columns(artefacts))
     t1 = time.perf_counter()
     cc = simulate_current_clamp(ap_duration_ms, inputs, temperature_K=temperature_K,
                                 record_interval_ms=AP_RECORD_INTERVAL_MS,
-                                seal=SealLeak(*seal) if seal is not None else None,
-                                **({} if precision == "float64" else {"precision": precision}))
+                                seal=SealLeak(*seal) if seal is not None else None, **kw)
     t2 = time.perf_counter()
     statuses, markers = classify_batch(cc.t_ms, cc.v_mV)
     if calibration is not None:
@@ -94,7 +92,7 @@ def warm_kernels(protocol, artefacts=None, precision: str = "float64") -> None:
     written once, before the actors start (instead of every actor compiling at the same time
     after a code change). The actors load it when they import the same package files.
     ``artefacts``: the population's ArtefactPrior (its kernel is warmed too), or None;
-    ``precision`` of the ideal clamp."""
+    ``precision``: of both."""
     from ..protocols import Protocol, Segment
 
     tiny = Protocol((Segment(1.0, -80.0, -80.0),), protocol.sample_interval_ms,

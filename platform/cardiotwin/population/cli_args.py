@@ -104,7 +104,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                         "default: one dataset, one code version); the manifest's runs list "
                         "records each run's version")
     o.add_argument("--precision", choices=("float64", "float32"), default="float64",
-                   help="arithmetic of the (ideal) voltage clamp and the AP run: float32 is "
+                   help="arithmetic of the voltage clamp and the AP run: float32 is "
                         "about twice as fast, I_total within 0.03%% of float64, 99.75%% of "
                         "statuses equal (CPU only; default float64)")
     r = p.add_argument_group("Ray")

@@ -126,7 +126,7 @@ class GenerationConfig(Settings):
                           "and seal, each cell's parameters drawn from these ranges "
                           "(population/artefact_prior.py; stored per cell); None: ideal clamp")
     precision: Literal["float64", "float32"] = Field(
-        "float64", description="arithmetic of the ideal voltage clamp and the AP run "
+        "float64", description="arithmetic of the voltage clamp and the AP run "
                                "(simulate.precision): float32 is about twice as fast, I_total "
                                "within 0.03% of float64, 99.75% of statuses equal; CPU actors "
                                "only")
