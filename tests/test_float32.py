@@ -221,3 +221,36 @@ def test_generate_cli_precision(tmp_path):
     assert config_from_args(a).precision == "float32"
     a = build_parser().parse_args(["generate", "--n-cells", "4", "--out", str(tmp_path)])
     assert config_from_args(a).precision == "float64"
+
+
+def test_twin_source_has_no_float64_literal_in_jitted_code(tmp_path):
+    """The rewriting itself, without compiling: in the generated twins no float literal, no
+    np.nan / np.inf and no float() call is left inside an njit function; the header names the
+    sources' digest, and an unchanged twin is not rewritten (numba's cache stays valid)."""
+    import ast
+
+    from cardiotwin.simulate import precision
+
+    digest = precision._digest()
+    for module in precision.TWINNED:
+        src = precision._twin_source(module, digest)
+        assert digest in src.splitlines()[0]
+        tree = ast.parse(src)
+        jitted = [f for f in ast.walk(tree)
+                  if isinstance(f, ast.FunctionDef) and precision._is_jitted(f)]
+        assert jitted, module
+        for f in jitted:
+            for node in (n for stmt in f.body for n in ast.walk(stmt)):
+                assert not (isinstance(node, ast.Constant) and type(node.value) is float), \
+                    (module, f.name, ast.unparse(node))
+                assert not (isinstance(node, ast.Attribute) and node.attr in ("nan", "inf")), \
+                    (module, f.name)
+                assert not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                            and node.func.id == "float"), (module, f.name)
+    path = tmp_path / "twin.py"
+    precision._write_if_changed(path, "x = 1\n")
+    stamp = path.stat().st_mtime_ns
+    precision._write_if_changed(path, "x = 1\n")
+    assert path.stat().st_mtime_ns == stamp
+    precision._write_if_changed(path, "x = 2\n")
+    assert path.read_text() == "x = 2\n"
