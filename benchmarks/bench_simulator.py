@@ -137,8 +137,9 @@ def time_runs(kind: str, protocol, inputs: np.ndarray, repeats: int) -> dict:
             res = simulate_voltage_clamp(protocol, inputs)
         elif kind == "VC32":
             res = simulate_voltage_clamp(protocol, inputs, precision="float32")
-        elif kind == "VCA":
-            res = simulate_voltage_clamp(protocol, inputs, artefacts=_typical_artefacts())
+        elif kind in ("VCA", "VCA32"):
+            res = simulate_voltage_clamp(protocol, inputs, artefacts=_typical_artefacts(),
+                                         precision="float32" if kind == "VCA32" else "float64")
         else:
             res = simulate_current_clamp(CC_DURATION_MS, inputs, record_interval_ms=RECORD_MS,
                                          precision="float32" if kind == "CC32" else "float64")
@@ -266,10 +267,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--mem-cells", type=int, default=10_000,
                     help="cells in the memory measurement (default 10000; 0 skips it)")
     ap.add_argument("--protocol", default="protocol_a", help="built-in VC protocol")
-    ap.add_argument("--only", nargs="+", choices=("vc", "vc32", "vca", "cc", "cc32"),
+    ap.add_argument("--only", nargs="+", choices=("vc", "vc32", "vca", "vca32", "cc", "cc32"),
                     default=None,
-                    help="time only these: voltage clamp (float64, float32), voltage clamp "
-                         "with artefacts, current clamp (float64, float32)")
+                    help="time only these: voltage clamp, voltage clamp with artefacts, "
+                         "current clamp (each in float64, and float32: the *32 cases)")
     ap.add_argument("--clear-cache", action="store_true",
                     help="delete numba's cached kernels (*.nbi/*.nbc in "
                          "platform/cardiotwin/simulate/__pycache__) first: cold compile")
@@ -337,7 +338,7 @@ def main(argv=None) -> int:
     print("  VC32: the same VC in float32 arithmetic (precision='float32', simulate.precision)")
     print("  VCA: the same VC through the artefact model (model.artefacts: Cm 50 pF, R_s 20 "
           "MOhm, 70% compensation and prediction, leak 0.03 nS/pF)")
-    print("  CC32: the same CC in float32 arithmetic")
+    print("  VCA32, CC32: the same VCA, CC in float32 arithmetic")
     print(f"  CC: {CC_DURATION_MS / 1000:g} s spontaneous beating, V every {RECORD_MS:g} ms "
           f"({int(round(CC_DURATION_MS / RECORD_MS)) + 1} samples/cell)")
     from cardiotwin.simulate.kernels import CHUNK, n_chunks
@@ -347,7 +348,7 @@ def main(argv=None) -> int:
           + ("" if args.n_cells % CHUNK == 0 else
              f" (last chunk partly empty: {chunks * CHUNK - args.n_cells} idle lanes)"))
     inputs = population(args.n_cells)
-    kinds = [k for k in ("VC", "VC32", "VCA", "CC", "CC32")
+    kinds = [k for k in ("VC", "VC32", "VCA", "VCA32", "CC", "CC32")
              if args.only is None or k.lower() in args.only]
     results = {}
     rows = []
