@@ -6,8 +6,9 @@ Reports, for a population of cells with multipliers U(1 - 0.4, 1 + 0.4) on the 5
 1. compilation time of the voltage-clamp (VC) and current-clamp (CC) kernels: the first call on a
    tiny batch minus a second call on the same batch, and whether numba compiled the kernel
    (cold compile) or loaded it from its on-disk cache (``cache=True``). ``--clear-cache`` deletes
-   the cached kernels (*.nbi / *.nbc under platform/cardiotwin/simulate/__pycache__) first, so
-   the figure is a cold compile;
+   the cached kernels (*.nbi / *.nbc under platform/cardiotwin/simulate/__pycache__, and the
+   float32 twins' under platform/cardiotwin/__pycache__/float32/__pycache__) first, so the
+   figure is a cold compile;
 2. speed, compilation excluded: ms per cell per core (wall * n_threads / n_cells) and cells/s,
    best of --repeats (the headline figure; the host is noisy) and median, for
    - VC: protocol_a (4950 ms, I_total every 0.1 ms = 49,500 samples per cell),
@@ -75,8 +76,10 @@ def _cache_dir() -> Path:
 
 
 def clear_kernel_cache() -> list[Path]:
-    d = _cache_dir()
-    files = sorted(list(d.glob("*.nbi")) + list(d.glob("*.nbc"))) if d.is_dir() else []
+    """The cached float64 kernels, and those of the float32 twins (simulate.precision)."""
+    files = []
+    for d in (_cache_dir(), _cache_dir().parent.parent / "__pycache__" / "float32" / "__pycache__"):
+        files += sorted(list(d.glob("*.nbi")) + list(d.glob("*.nbc"))) if d.is_dir() else []
     for f in files:
         f.unlink()
     return files
@@ -272,8 +275,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="time only these: voltage clamp, voltage clamp with artefacts, "
                          "current clamp (each in float64, and float32: the *32 cases)")
     ap.add_argument("--clear-cache", action="store_true",
-                    help="delete numba's cached kernels (*.nbi/*.nbc in "
-                         "platform/cardiotwin/simulate/__pycache__) first: cold compile")
+                    help="delete numba's cached kernels (float64 and float32) first: cold "
+                         "compile")
     ap.add_argument("--quick", action="store_true",
                     help="small check that the script runs: n-cells 200, repeats 2, "
                          "mem-cells 1000")
@@ -321,7 +324,8 @@ def main(argv=None) -> int:
     # 1. compilation
     print()
     if removed is not None:
-        print(f"--clear-cache: removed {len(removed)} cached kernel file(s) from {_cache_dir()}")
+        print(f"--clear-cache: removed {len(removed)} cached kernel file(s) from {_cache_dir()} "
+              "and the float32 twins' cache")
     print(f"1. Compilation (first call on a {COMPILE_CELLS}-cell batch; compile/load = first "
           f"call - second call)")
     numba.set_num_threads(default_threads)
