@@ -254,3 +254,23 @@ def test_twin_source_has_no_float64_literal_in_jitted_code(tmp_path):
     assert path.stat().st_mtime_ns == stamp
     precision._write_if_changed(path, "x = 2\n")
     assert path.read_text() == "x = 2\n"
+
+
+def test_twins_use_only_twins():
+    """No twin reaches a float64 original: every module or jitted function a twin holds that
+    comes from a twinned module (or vecmath) is its float32 twin."""
+    import types
+
+    from cardiotwin.simulate import precision
+
+    originals = set(precision.TWINNED) | set(precision.SUBSTITUTES)
+    for module in precision.TWINNED:
+        twin = float32_module(module)
+        for name, value in vars(twin).items():
+            if isinstance(value, types.ModuleType):
+                assert value.__name__ not in originals, (module, name)
+            py_func = getattr(value, "py_func", None)
+            if py_func is not None:
+                assert py_func.__module__ not in originals, (module, name, py_func.__module__)
+    k32 = float32_module("cardiotwin.simulate.kernels")
+    assert k32.late_sodium is float32_module("cardiotwin.model.late_sodium")

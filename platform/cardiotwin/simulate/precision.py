@@ -121,11 +121,14 @@ def _twin_source(module: str, digest: str) -> str:
     for i, stmt in enumerate(tree.body):
         if isinstance(stmt, ast.ImportFrom) and stmt.module != "__future__":
             target = _absolute(module, stmt)
-            if not stmt.module:  # from . import x: each x is a module
-                body += [ast.Import(names=[ast.alias(_redirect(f"{target}.{a.name}"),
-                                                     a.asname or a.name)]) for a in stmt.names]
+            # from package import x, where x is itself a twinned module: import x's twin
+            sub = [a for a in stmt.names if f"{target}.{a.name}" in TWINNED]
+            body += [ast.Import(names=[ast.alias(_redirect(f"{target}.{a.name}"),
+                                                 a.asname or a.name)]) for a in sub]
+            rest = [a for a in stmt.names if a not in sub]
+            if not rest:
                 continue
-            stmt = ast.ImportFrom(module=_redirect(target), names=stmt.names, level=0)
+            stmt = ast.ImportFrom(module=_redirect(target), names=rest, level=0)
         elif (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)) and i:
             continue  # a top-level call (the float64 kernels' cache check)
         body.append(stmt)
